@@ -42,8 +42,8 @@ def sha256_of(path: Path) -> str:
 def read_lock(lock: Path) -> dict[str, str]:
     """``sha256sum``-format file -> {file name: sha256}."""
     pins: dict[str, str] = {}
-    for line in lock.read_text().splitlines():
-        line = line.strip()
+    for raw in lock.read_text().splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         digest, name = line.split(maxsplit=1)
@@ -79,9 +79,7 @@ def verify_jars(directory: Path, pins: dict[str, str]) -> None:
 
 
 def _mvn_copy(pom: Path, out_dir: Path) -> None:
-    mvn = require_tool(
-        "mvn", "Apache Maven, used to fetch pinned jars", "apt-get install -y maven"
-    )
+    mvn = require_tool("mvn", "Apache Maven, used to fetch pinned jars", "apt-get install -y maven")
     cmd = [
         mvn, "-B", "-q", "--strict-checksums", "-f", str(pom),
         "dependency:copy-dependencies", "-DincludeScope=runtime",

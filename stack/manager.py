@@ -45,10 +45,10 @@ def _rss_mib(pid: int) -> float:
             continue
         seen.add(p)
         try:
-            for line in open(f"/proc/{p}/status"):  # noqa: SIM115, PTH123
+            for line in open(f"/proc/{p}/status"):  # noqa: SIM115
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
-            children = open(f"/proc/{p}/task/{p}/children").read().split()  # noqa: SIM115, PTH123
+            children = open(f"/proc/{p}/task/{p}/children").read().split()  # noqa: SIM115
             todo.extend(int(c) for c in children)
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue

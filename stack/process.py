@@ -6,6 +6,7 @@ reused for somebody else's process is never signalled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -165,10 +166,8 @@ class ManagedProcess:
 
     @staticmethod
     def _reap(pid: int) -> None:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
     def log_tail(self, lines: int = 30) -> str:
         try:

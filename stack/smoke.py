@@ -75,7 +75,7 @@ def generate_rows(n: int, seed: int = 7) -> list[SmokeRow]:
 
 def check_kafka(conn: Connections) -> str:
     from confluent_kafka import Consumer, KafkaException, Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     topic = f"ticklake.smoke.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": conn.kafka.bootstrap_servers})
@@ -143,7 +143,7 @@ def create_smoke_table(conn: Connections, identifier: str) -> None:
     from ticklake.catalog import load_catalog
 
     catalog = load_catalog(conn)
-    namespace = identifier.split(".")[0]
+    namespace = identifier.split(".", maxsplit=1)[0]
     catalog.create_namespace_if_not_exists(namespace)
     schema = Schema(
         NestedField(1, "symbol", StringType(), required=False),
@@ -196,7 +196,10 @@ def check_iceberg_via_flink(conn: Connections, rows: list[SmokeRow], workdir: Pa
     files = len(list(catalog.load_table(identifier).scan().plan_files()))
     catalog.drop_table(identifier)
     catalog.drop_namespace(namespace)
-    return f"Flink wrote {len(got)} rows into {files} files of {identifier}; pyiceberg read all back exactly"
+    return (
+        f"Flink wrote {len(got)} rows into {files} files of {identifier}; "
+        "pyiceberg read all back exactly"
+    )
 
 
 def run_smoke(

@@ -53,10 +53,18 @@ def cli(log_level: str | None, log_format: str | None) -> None:
 
 
 @cli.command()
-@click.option("--flink-cluster/--no-flink-cluster", default=True, show_default=True,
-              help="also prepare the standalone Flink cluster (S3 filesystem plugin)")
-@click.option("--update-pins", is_flag=True, hidden=True,
-              help="maintainers: rewrite stack/maven/*.sha256 from what Maven fetched")
+@click.option(
+    "--flink-cluster/--no-flink-cluster",
+    default=True,
+    show_default=True,
+    help="also prepare the standalone Flink cluster (S3 filesystem plugin)",
+)
+@click.option(
+    "--update-pins",
+    is_flag=True,
+    hidden=True,
+    help="maintainers: rewrite stack/maven/*.sha256 from what Maven fetched",
+)
 def setup(flink_cluster: bool, update_pins: bool) -> None:  # fmt: skip
     """Download, build and verify everything the local stack needs (idempotent)."""
     from ticklake.stack.downloads import maven_jar_set
@@ -71,8 +79,11 @@ def setup(flink_cluster: bool, update_pins: bool) -> None:  # fmt: skip
 
 
 @cli.command()
-@click.option("--flink-cluster", is_flag=True,
-              help="also start a standalone Flink JobManager + TaskManager (S3 checkpoints)")  # fmt: skip
+@click.option(
+    "--flink-cluster",
+    is_flag=True,
+    help="also start a standalone Flink JobManager + TaskManager (S3 checkpoints)",
+)
 def up(flink_cluster: bool) -> None:
     """Start the local stack (Kafka, MinIO, PostgreSQL, Flink) and wait until healthy."""
     from ticklake.stack.manager import Stack

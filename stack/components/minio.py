@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from typing import TYPE_CHECKING
 
 from ticklake.stack.components.base import Component, Health
 from ticklake.stack.downloads import go_install
 from ticklake.stack.process import ensure_port_free
 from ticklake.stack.settings import LOOPBACK
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 MINIO_MODULE = "github.com/minio/minio"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
@@ -63,7 +67,7 @@ class MinioComponent(Component):
             return Health(False, f"GET {url}: {exc}")
         return Health(ok, "live" if ok else "not live")
 
-    def s3_client(self):  # type: ignore[no-untyped-def]
+    def s3_client(self) -> S3Client:
         import boto3
         from botocore.config import Config
 

@@ -147,7 +147,8 @@ class PostgresComponent(Component):
             os.chown(self.socket_dir, user[1], user[2])
         argv = [
             self._bin("postgres"), "-D", str(self.data), "-p", str(s.port),
-            "-c", f"listen_addresses={LOOPBACK}", "-c", f"unix_socket_directories={self.socket_dir}",
+            "-c", f"listen_addresses={LOOPBACK}",
+            "-c", f"unix_socket_directories={self.socket_dir}",
             "-c", "max_connections=100", "-c", "shared_buffers=64MB", "-c", "fsync=on",
         ]  # fmt: skip
         self.processes[0].start(
