@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -123,11 +124,19 @@ class FlinkClusterComponent(Component):
             if not target.exists():
                 shutil.copy2(jar, target)
 
+    def _wheel_java_opts(self) -> str:
+        """The JVM flags (--add-opens ...) the wheel's own config.yaml gives Java 17."""
+        text = (pyflink_home(self.ctx) / "conf" / "config.yaml").read_text()
+        match = re.search(r"^\s+all:\s*(--add-.*)$", text, re.MULTILINE)
+        return match.group(1).strip() if match else ""
+
     def config_yaml(self) -> str:
         s = self.ctx.settings
         creds = self.ctx.credentials
         bucket = s.minio.buckets[0]
         conf = {
+            "env.java.opts.all": self._wheel_java_opts(),
+            "jobmanager.execution.failover-strategy": "region",
             "jobmanager.rpc.address": LOOPBACK,
             "jobmanager.rpc.port": s.flink.jobmanager_rpc_port,
             "jobmanager.bind-host": LOOPBACK,
@@ -171,7 +180,7 @@ class FlinkClusterComponent(Component):
         with os.fdopen(fd, "w") as fh:
             fh.write(self.config_yaml())
         home = pyflink_home(self.ctx)
-        for name in ("log4j-console.properties", "log4j.properties"):
+        for name in ("log4j-console.properties", "log4j.properties", "log4j-cli.properties"):
             src = home / "conf" / name
             if src.is_file():
                 shutil.copy2(src, conf_dir / name)
