@@ -70,7 +70,7 @@ def test_stack_settings_nested_environment(home: Path, monkeypatch: pytest.Monke
 
 def test_invalid_port_is_a_validation_error(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TICKLAKE_STACK__KAFKA__PORT", "not-a-port")
-    with pytest.raises(ValueError, match="kafka.port"):
+    with pytest.raises(ValueError, match=r"kafka\.port"):
         StackSettings()
 
 
