@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Benchmarks: measured and printed, never asserted. See bench/README.md."""

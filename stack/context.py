@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,9 +20,15 @@ class Credentials:
     postgres_password: SecretStr
 
 
+def _quiet(_msg: str) -> None:
+    pass
+
+
 class StackContext:
-    def __init__(self, settings: StackSettings):
+    def __init__(self, settings: StackSettings, progress: Callable[[str], None] | None = None):
         self.settings = settings
+        #: where long work reports what it is doing (the CLI prints it)
+        self.progress: Callable[[str], None] = progress or _quiet
 
     @property
     def home(self) -> Path:

@@ -14,6 +14,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ticklake.errors import ChecksumMismatchError, DownloadError, ToolMissingError
@@ -21,6 +24,30 @@ from ticklake.errors import ChecksumMismatchError, DownloadError, ToolMissingErr
 log = logging.getLogger(__name__)
 
 MAVEN_DIR = Path(__file__).resolve().parent / "maven"
+
+
+Progress = Callable[[str], None]
+
+
+def run_with_heartbeat(
+    cmd: list[str], what: str, progress: Progress | None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a long command, reporting that it is still going every 15 s."""
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(15):
+            if progress:
+                progress(f"{what}: still working ({time.monotonic() - t0:.0f}s)")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    finally:
+        done.set()
+        thread.join()
 
 
 def require_tool(name: str, what: str, install_hint: str) -> str:
@@ -78,14 +105,14 @@ def verify_jars(directory: Path, pins: dict[str, str]) -> None:
             )
 
 
-def _mvn_copy(pom: Path, out_dir: Path) -> None:
+def _mvn_copy(pom: Path, out_dir: Path, progress: Progress | None) -> None:
     mvn = require_tool("mvn", "Apache Maven, used to fetch pinned jars", "apt-get install -y maven")
     cmd = [
         mvn, "-B", "-q", "--strict-checksums", "-f", str(pom),
         "dependency:copy-dependencies", "-DincludeScope=runtime",
         f"-DoutputDirectory={out_dir}",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = run_with_heartbeat(cmd, f"fetching {pom.stem} jars", progress)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
         raise DownloadError(
@@ -96,7 +123,9 @@ def _mvn_copy(pom: Path, out_dir: Path) -> None:
         )
 
 
-def maven_jar_set(name: str, cache: Path, *, update_pins: bool = False) -> Path:
+def maven_jar_set(
+    name: str, cache: Path, *, update_pins: bool = False, progress: Progress | None = None
+) -> Path:
     """The verified directory of jars declared by ``stack/maven/{name}.xml``.
 
     Cached under ``cache/jars/{name}-{pom hash}``; a second call only re-verifies sizes.
@@ -112,8 +141,9 @@ def maven_jar_set(name: str, cache: Path, *, update_pins: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        log.info("fetching jar set %s", name)
-        _mvn_copy(pom, tmp)
+        if progress:
+            progress(f"fetching the {name} jars from Maven Central")
+        _mvn_copy(pom, tmp, progress)
         if update_pins:
             lines = [f"{sha256_of(p)}  {p.name}" for p in sorted(tmp.glob("*.jar"))]
             lock.write_text(
@@ -131,7 +161,9 @@ def maven_jar_set(name: str, cache: Path, *, update_pins: bool = False) -> Path:
     return target
 
 
-def go_install(module: str, version: str, binary: str, cache: Path) -> Path:
+def go_install(
+    module: str, version: str, binary: str, cache: Path, progress: Progress | None = None
+) -> Path:
     """Build a Go program at a pinned version through the Go module proxy, once.
 
     Module contents are verified by Go itself against go.sum and the checksum database.
@@ -143,11 +175,10 @@ def go_install(module: str, version: str, binary: str, cache: Path) -> Path:
     go = require_tool("go", "the Go toolchain, used to build MinIO", "install Go >= 1.24")
     bin_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, GOBIN=str(bin_dir), CGO_ENABLED="0", GOFLAGS="-trimpath")
-    log.info("building %s@%s with go install (a few minutes the first time)", module, version)
-    proc = subprocess.run(
-        [go, "install", f"{module}@{version}"], env=env, capture_output=True, text=True,
-        check=False,
-    )  # fmt: skip
+    if progress:
+        progress(f"building {binary} from {module}@{version} (minutes the first time)")
+    proc = run_with_heartbeat([go, "install", f"{module}@{version}"], f"building {binary}",
+                              progress, env)  # fmt: skip
     if proc.returncode != 0 or not exe.is_file():
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
         raise DownloadError(

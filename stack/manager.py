@@ -91,6 +91,7 @@ class Stack:
     def setup(self, progress: Progress | None = None, *, flink_cluster: bool = True) -> None:
         """Download, build and initialise everything; touches no running process."""
         say = progress or (lambda _msg: None)
+        self.ctx.progress = say
         with self._lock():
             for comp in self.components:
                 if comp is self.flink_cluster and not flink_cluster:
@@ -101,6 +102,7 @@ class Stack:
     def up(self, progress: Progress | None = None, *, flink_cluster: bool = False) -> None:
         """Start what is not running, wait until each one is healthy; idempotent."""
         say = progress or (lambda _msg: None)
+        self.ctx.progress = say
         wanted = [c for c in self.components if c is not self.flink_cluster or flink_cluster]
         with self._lock():
             for comp in wanted:

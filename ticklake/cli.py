@@ -13,16 +13,17 @@ from dataclasses import asdict
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from ticklake import logs
-from ticklake.errors import TickLakeError
+from ticklake.errors import ConfigError, TickLakeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 OUTPUT = click.option(
     "--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -201,6 +202,22 @@ def run(keep_running: bool, rows: int) -> None:
     out.print(report.table())
 
 
+@cli.group()
+def bench() -> None:
+    """Benchmarks against the local stack; each prints a table (see bench/README.md)."""
+
+
+@bench.command("stack")
+@click.option("--runs", default=3, show_default=True, help="repetitions (median, min, max)")
+@click.option("--idle-seconds", default=30.0, show_default=True, help="idle time before RSS")
+@click.option("--flink-cluster/--no-flink-cluster", default=True, show_default=True)
+def bench_stack(runs: int, idle_seconds: float, flink_cluster: bool) -> None:
+    """`up` time of the local stack (warm caches) and its idle memory per process."""
+    from ticklake.bench import stack_up
+
+    out.print(stack_up.run(runs, idle_seconds, flink_cluster))
+
+
 def main() -> None:
     """Console entry point: map ticklake errors to one message and an exit code."""
     try:
@@ -214,6 +231,18 @@ def main() -> None:
     except TickLakeError as exc:
         err.print(exc.render(), markup=False, highlight=False)
         sys.exit(exc.exit_code)
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors()
+        )
+        config = ConfigError(
+            f"invalid settings ({exc.error_count()} problem(s))",
+            detail=problems,
+            hint="fix the TICKLAKE_* environment variable(s) or stack.env named above",
+        )
+        err.print(config.render(), markup=False, highlight=False)
+        sys.exit(config.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

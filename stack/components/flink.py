@@ -46,7 +46,7 @@ def pyflink_home(ctx: StackContext) -> Path:
 
 
 def connector_jars(ctx: StackContext) -> Path:
-    return maven_jar_set("flink-connectors", ctx.cache)
+    return maven_jar_set("flink-connectors", ctx.cache, progress=ctx.progress)
 
 
 def job_environment(ctx: StackContext) -> dict[str, str]:
@@ -116,7 +116,7 @@ class FlinkClusterComponent(Component):
 
     def install(self) -> None:
         FlinkEmbeddedComponent(self.ctx).install()
-        plugin_src = maven_jar_set("flink-s3-plugin", self.ctx.cache)
+        plugin_src = maven_jar_set("flink-s3-plugin", self.ctx.cache, progress=self.ctx.progress)
         plugin_dir = self.base / "plugins" / "s3-fs-hadoop"
         plugin_dir.mkdir(parents=True, exist_ok=True)
         for jar in plugin_src.glob("*.jar"):

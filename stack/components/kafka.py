@@ -59,7 +59,7 @@ class KafkaComponent(Component):
         return self.ctx.data_dir("kafka") / "kraft-logs"
 
     def jars(self) -> Path:
-        return maven_jar_set("kafka", self.ctx.cache)
+        return maven_jar_set("kafka", self.ctx.cache, progress=self.ctx.progress)
 
     def install(self) -> None:
         require_tool("java", "Java 17+, runs Kafka and Flink", "apt-get install -y openjdk-17-jre")

@@ -31,7 +31,9 @@ class MinioComponent(Component):
         return f"http://{LOOPBACK}:{self.ctx.settings.minio.port}"
 
     def binary(self) -> str:
-        return str(go_install(MINIO_MODULE, MINIO_VERSION, "minio", self.ctx.cache))
+        return str(
+            go_install(MINIO_MODULE, MINIO_VERSION, "minio", self.ctx.cache, self.ctx.progress)
+        )
 
     def install(self) -> None:
         self.binary()
