@@ -81,10 +81,13 @@ class KafkaComponent(Component):
             "default.replication.factor": "1",
             "min.insync.replicas": "1",
             "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "10",
+            # One machine: small internal topics make the first group join and the first
+            # transaction fast (no 50-partition coordinator load).
+            "offsets.topic.num.partitions": "3",
             "transaction.state.log.replication.factor": "1",
             "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "10",
+            "transaction.state.log.num.partitions": "3",
+            "share.coordinator.state.topic.num.partitions": "1",
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             # Flink's exactly-once sink keeps transactions open up to its transaction.timeout.ms
@@ -99,6 +102,8 @@ class KafkaComponent(Component):
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",
             "background.threads": "4",
+            "log.cleaner.threads": "1",
+            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         }
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
@@ -116,6 +121,8 @@ class KafkaComponent(Component):
             require_tool("java", "Java 17+", "apt-get install -y openjdk-17-jre"),
             f"-Xms{heap}" if heap != "256m" else "-Xms64m", f"-Xmx{heap}",
             "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            # Kafka's own shutdown hook logs; log4j2's would cut those lines off.
+            "-Dlog4j2.shutdownHookEnabled=false",
             f"-Dlog4j2.configurationFile={self.config_dir / 'log4j2.yaml'}",
             f"-Dkafka.logs.dir={self.ctx.log_dir}",
             "-cp", f"{self.jars()}/*", main, *args,
