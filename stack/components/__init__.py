@@ -1,0 +1,1 @@
+"""Local stack components: one module per service."""
