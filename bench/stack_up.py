@@ -85,10 +85,10 @@ def run(runs: int = 3, idle_seconds: float = 30.0, flink_cluster: bool = True) -
     table = Table(title=f"local stack: {runs} runs, RSS after {idle_seconds:.0f}s idle")
     table.add_column("measure")
     table.add_column("median (min, max)", justify="right")
-    table.add_row("`up` from stopped, caches warm [s]", summary(cold_up))
-    table.add_row("`up` when already running [s]", summary(warm_up))
+    table.add_row("`up` from stopped, caches warm (s)", summary(cold_up))
+    table.add_row("`up` when already running (s)", summary(warm_up))
     for name, values in rss.items():
-        table.add_row(f"RSS {name} [MiB]", summary(values))
+        table.add_row(f"RSS {name} (MiB)", summary(values))
     totals = [sum(v[i] for v in rss.values()) for i in range(runs)]
-    table.add_row("RSS total [MiB]", summary(totals))
+    table.add_row("RSS total (MiB)", summary(totals))
     return table
