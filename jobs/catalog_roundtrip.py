@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pyflink.table import EnvironmentSettings, TableEnvironment, TableResult
 
 from ticklake.catalog.connection import flink_catalog_ddl
+from ticklake.jobs.execution import wait_unless_detached
 from ticklake.settings import Connections
 
 
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     t_env, insert = build(Connections.load(), args.table, args.csv)
     result: TableResult = t_env.execute_sql(insert)
-    result.wait()
+    wait_unless_detached(result)
 
 
 if __name__ == "__main__":

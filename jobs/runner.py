@@ -9,34 +9,44 @@ jars reach both through ``HADOOP_CLASSPATH``.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
 from ticklake.errors import JobError
+from ticklake.jobs.execution import DETACHED_ENV
 
 
 def _run(cmd: list[str], env: dict[str, str], what: str, timeout_s: float | None) -> str:
+    # Own session: on timeout the whole tree (flink script, client JVM, Python driver) goes.
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
     try:
-        proc = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
+        stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         raise JobError(
             f"{what} did not finish within {timeout_s:.0f}s",
             hint="a bounded job should finish by itself; check the stack with `ticklake status`",
         ) from exc
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        tail = "\n".join((stdout + stderr).splitlines()[-40:])
         raise JobError(
             f"{what} failed with exit code {proc.returncode}",
             detail=tail,
             hint="the lines above are the end of the job's output",
         )
     if os.environ.get("TICKLAKE_JOB_ECHO"):
-        sys.stderr.write(proc.stdout + proc.stderr)
-    return proc.stdout
+        sys.stderr.write(stdout + stderr)
+    return stdout
 
 
 def run_local_job(module: str, args: Sequence[str] = (), *, timeout_s: float | None = 900.0) -> str:
@@ -83,5 +93,6 @@ def submit_cluster_job(
     cmd = [str(home / "bin" / "flink"), "run", "-m", f"{url.hostname}:{url.port}"]
     if detached:
         cmd.append("--detached")
+        env[DETACHED_ENV] = "1"
     cmd += ["-pyclientexec", python, "-pyexec", python, "-pym", module, *args]
     return _run(cmd, env, f"job {module} (cluster {url.netloc})", timeout_s)

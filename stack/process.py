@@ -49,8 +49,12 @@ class PidRecord:
 class ManagedProcess:
     """One long-running process of the stack: its pid file and its log file."""
 
-    def __init__(self, name: str, run_dir: Path, log_dir: Path):
+    def __init__(
+        self, name: str, run_dir: Path, log_dir: Path, stop_signal: signal.Signals = signal.SIGTERM
+    ):
         self.name = name
+        #: what asks it to stop cleanly (PostgreSQL: SIGINT, "fast" shutdown)
+        self.stop_signal = stop_signal
         self.pid_file = run_dir / f"{name}.pid"
         self.log_file = log_dir / f"{name}.log"
 
@@ -135,7 +139,7 @@ class ManagedProcess:
         if rec is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        self._signal(rec, signal.SIGTERM)
+        self._signal(rec, self.stop_signal)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._reap(rec.pid)

@@ -202,6 +202,19 @@ def run(keep_running: bool, rows: int) -> None:
     out.print(report.table())
 
 
+@cli.command(
+    "exchange",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def exchange_cmd(ctx: click.Context) -> None:
+    """Run the local Binance-compatible exchange (see `ticklake exchange --help`)."""
+    from ticklake.exchange.__main__ import main as exchange_main
+
+    sys.exit(exchange_main(list(ctx.args)))
+
+
 @cli.group()
 def bench() -> None:
     """Benchmarks against the local stack; each prints a table (see bench/README.md)."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import signal
 import subprocess
 from pathlib import Path
 
 from ticklake.errors import StackError, ToolMissingError
 from ticklake.stack.components.base import Component, Health
-from ticklake.stack.process import ensure_port_free
+from ticklake.stack.process import ManagedProcess, ensure_port_free
 from ticklake.stack.settings import LOOPBACK
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,12 @@ def apt_install(*packages: str) -> None:
 
 class PostgresComponent(Component):
     name = "postgres"
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        # SIGTERM is PostgreSQL's "smart" shutdown, which waits for every client to leave;
+        # SIGINT is "fast": roll back open transactions, disconnect, checkpoint, exit.
+        return [ManagedProcess(self.name, self.ctx.run_dir, self.ctx.log_dir, signal.SIGINT)]
 
     @property
     def address(self) -> str:

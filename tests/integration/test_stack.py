@@ -231,3 +231,46 @@ def test_same_job_runs_on_the_standalone_cluster(
     )
     assert "Job has been submitted with JobID" in out
     assert_table_equals(conn, identifier, trades)
+
+
+def test_cluster_checkpoints_and_savepoints_land_on_minio(
+    flink_cluster: Stack, conn: Connections, tmp_path: Path
+) -> None:
+    """The standalone cluster loads the S3 plugin: state goes to MinIO, not the local disk."""
+    import re
+
+    from ticklake.jobs.rest import FlinkRestClient
+
+    script = tmp_path / "checkpointed.sql"
+    script.write_text(
+        "CREATE TEMPORARY TABLE gen (id BIGINT) WITH "
+        "('connector' = 'datagen', 'rows-per-second' = '200');\n"
+        "CREATE TEMPORARY TABLE sink (id BIGINT) WITH ('connector' = 'blackhole');\n"
+        "INSERT INTO sink SELECT id FROM gen;\n"
+    )
+    out = submit_cluster_job(
+        "ticklake.jobs.sql_script",
+        ["--file", str(script), "--checkpoint-interval", "1s", "--no-catalog"],
+        rest_url=conn.flink.rest_url,
+        detached=True,
+        timeout_s=180,
+    )
+    match = re.search(r"JobID ([0-9a-f]{32})", out)
+    assert match, out
+    job_id = match.group(1)
+    rest = FlinkRestClient(conn.flink.rest_url)
+    try:
+        rest.wait_for_state(job_id, {"RUNNING"}, timeout_s=60)
+        latest = rest.wait_for_checkpoint(job_id, timeout_s=90)
+        bucket = conn.s3.bucket
+        prefix = f"s3://{bucket}/flink/checkpoints/{job_id}/chk-"
+        assert latest["external_path"].startswith(prefix), latest
+        savepoint = rest.savepoint(job_id, cancel_job=True)
+        assert savepoint.startswith(f"s3://{bucket}/flink/savepoints/savepoint-")
+        assert rest.wait_for_state(job_id, {"CANCELED"}, timeout_s=60) == "CANCELED"
+    finally:
+        if rest.job(job_id)["state"] == "RUNNING":
+            rest.cancel(job_id)
+    s3 = flink_cluster.minio.s3_client()
+    key = savepoint.removeprefix(f"s3://{bucket}/") + "/_metadata"
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
