@@ -5,6 +5,7 @@ Only this module turns errors into messages and exit codes; library code raises.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -200,6 +201,36 @@ def run(keep_running: bool, rows: int) -> None:
         if not keep_running:
             stack.down(steps)
     out.print(report.table())
+
+
+class LazyGroup(click.Group):
+    """A group whose commands live in heavy modules, imported only when used."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, _, attr = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@cli.group(
+    cls=LazyGroup,
+    lazy={
+        "run": "ticklake.ingestors.cli:run_command",
+    },
+)
+def ingest() -> None:
+    """Bring market data into Kafka: realtime CCXT ingestors and tape replay."""
 
 
 @cli.command(

@@ -22,12 +22,21 @@ def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["up"], ["down"], ["status"], ["logs"], ["setup"], ["run"], ["env"], ["bench", "stack"]],
+    [
+        [], ["up"], ["down"], ["status"], ["logs"], ["setup"], ["run"], ["env"],
+        ["bench", "stack"], ["ingest"], ["ingest", "run"],
+    ],  # fmt: skip
 )
 def test_every_command_has_help(args: list[str], tmp_path: Path) -> None:
     proc = run([*args, "--help"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Usage: ticklake" in proc.stdout
+
+
+def test_exchange_passes_help_through(tmp_path: Path) -> None:
+    proc = run(["exchange", "--help"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "--rate-multiplier" in proc.stdout
 
 
 def test_unknown_component_is_a_clear_error(tmp_path: Path) -> None:
