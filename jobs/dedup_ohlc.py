@@ -1,0 +1,261 @@
+"""Deduplicate raw trades and build event-time OHLC candles, exactly once, in Flink SQL.
+
+    python -m ticklake.jobs.dedup_ohlc [--namespace market] [--timeframes 1m,5m,1h]
+        [--out-of-orderness 5s] [--bounded] [--print-sql] ...
+
+One Flink job (one statement set) reads the raw-trades topic and writes
+
+- ``<namespace>.trades`` (Iceberg): every trade once, late ones included;
+- ``<namespace>.candles`` (Iceberg) and the candles topic (Kafka, exactly-once): final
+  candles of every timeframe, built in event time from the on-time trades;
+- ``<namespace>.late_trades`` (Iceberg) and the late-trades topic (Kafka, exactly-once):
+  trades that arrived behind the watermark, which no candle contains.
+
+The hot path is Flink SQL on the JVM (``ticklake.jobs.ohlc_sql`` writes it); no Python
+functions run per record. The Iceberg tables must exist (``ticklake.catalog.tables``) and
+the topics too (``ticklake.schemas.topics.ensure_topics``): the job creates neither, so it
+needs nothing but PyFlink. ``docs/stream-jobs.md`` describes the pipeline and definitions.
+
+Settings come from ``TICKLAKE_DEDUP_OHLC_*`` environment variables, then the flags below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ticklake.catalog.connection import flink_catalog_ddl
+from ticklake.home import state_home
+from ticklake.jobs.execution import wait_unless_detached
+from ticklake.jobs.ohlc_sql import JobSql, SqlOptions, job_sql, timeframe_seconds
+from ticklake.schemas.topics import CANDLES, RAW_TRADES
+from ticklake.settings import Connections
+
+if TYPE_CHECKING:
+    from pyflink.table import StatementSet, TableEnvironment
+
+JOB_NAME = "dedup_ohlc"
+#: The late-trades topic (Trade layout, keyed by market). Not yet in schemas/topics.py.
+LATE_TRADES_TOPIC = "ticklake.trades.late"
+DEFAULT_TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|min|m|h|d)\s*$")
+_DURATION_UNIT = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "min": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+}
+
+
+def parse_duration(value: object) -> object:
+    """``500ms``, ``5s``, ``2min`` (or ``2m``), ``1h``, ``1d`` -> timedelta; others as is."""
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return int(match.group(1)) * _DURATION_UNIT[match.group(2)]
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _ms(value: timedelta) -> int:
+    return int(value.total_seconds() * 1000)
+
+
+class DedupOhlcSettings(BaseSettings):
+    """Typed settings of the dedup + OHLC job (env prefix ``TICKLAKE_DEDUP_OHLC_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TICKLAKE_DEDUP_OHLC_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    raw_topic: str = RAW_TRADES.name
+    candles_topic: str = CANDLES.name
+    late_topic: str = LATE_TRADES_TOPIC
+    namespace: str = "market"
+    #: Comma-separated in the environment and on the command line: ``1m,5m,1h``.
+    timeframes: Annotated[tuple[str, ...], NoDecode] = DEFAULT_TIMEFRAMES
+    #: Watermark = max event time seen - this bound; trades further behind are late.
+    out_of_orderness: Duration = timedelta(seconds=5)
+    #: A partition without records for this long stops holding the watermark back.
+    idle_timeout: Duration = timedelta(seconds=30)
+    #: How long a trade key is remembered for deduplication (processing time).
+    dedup_ttl: Duration = timedelta(hours=1)
+    checkpoint_interval: Duration = timedelta(seconds=10)
+    #: Where checkpoints go; default ``file://<state home>/data/checkpoints/dedup_ohlc``.
+    checkpoint_dir: str | None = None
+    parallelism: int = Field(default=1, ge=1)
+    #: Prefix of the Kafka sinks' transactional ids: unique per job (deployment).
+    transactional_id_prefix: str = "ticklake-dedup-ohlc"
+    #: Kafka transaction timeout: above the checkpoint interval, below the broker's max (2 h).
+    transaction_timeout: Duration = timedelta(minutes=15)
+    group_id: str = "ticklake-dedup-ohlc"
+    startup_mode: Literal["earliest-offset", "latest-offset", "group-offsets"] = "earliest-offset"
+    #: Stop at the end offsets seen at start (tests, backfills); all windows then close.
+    bounded: bool = False
+    #: ``on-periodic`` (default, cheap) or ``on-event`` (a watermark after every record:
+    #: lateness becomes a pure function of the input order; used by the tests).
+    watermark_emit: Literal["on-periodic", "on-event"] = "on-periodic"
+    #: Written into every candle's ``ingestor_id``.
+    ingestor_id: str = "flink:dedup_ohlc"
+
+    @field_validator("timeframes", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("timeframes")
+    @classmethod
+    def _timeframes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one timeframe")
+        if len(set(value)) != len(value):
+            raise ValueError("timeframes repeat")
+        for tf in value:
+            timeframe_seconds(tf)
+        return tuple(sorted(value, key=timeframe_seconds))
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DedupOhlcSettings:
+        if self.out_of_orderness < timedelta(0):
+            raise ValueError("out_of_orderness must not be negative")
+        if self.dedup_ttl <= self.out_of_orderness:
+            raise ValueError("dedup_ttl must exceed out_of_orderness")
+        if not timedelta(0) < self.checkpoint_interval < self.transaction_timeout:
+            raise ValueError("need 0 < checkpoint_interval < transaction_timeout")
+        if self.transaction_timeout >= timedelta(hours=2):
+            raise ValueError("transaction_timeout must stay below the broker's 2 h maximum")
+        return self
+
+    def resolved_checkpoint_dir(self) -> str:
+        if self.checkpoint_dir:
+            return self.checkpoint_dir
+        return (state_home() / "data" / "checkpoints" / JOB_NAME).resolve().as_uri()
+
+    def table_config(self) -> dict[str, str]:
+        """Flink configuration of the job."""
+        return {
+            "pipeline.name": f"ticklake {JOB_NAME}",
+            "table.local-time-zone": "UTC",
+            "parallelism.default": str(self.parallelism),
+            "table.exec.state.ttl": f"{_ms(self.dedup_ttl)} ms",
+            "table.exec.source.idle-timeout": f"{_ms(self.idle_timeout)} ms",
+            "execution.checkpointing.interval": f"{_ms(self.checkpoint_interval)} ms",
+            "execution.checkpointing.mode": "EXACTLY_ONCE",
+            "execution.checkpointing.dir": self.resolved_checkpoint_dir(),
+            "execution.checkpointing.externalized-checkpoint-retention": ("RETAIN_ON_CANCELLATION"),
+        }
+
+    def sql_options(self, conn: Connections) -> SqlOptions:
+        source: dict[str, str] = {
+            "properties.group.id": self.group_id,
+            "scan.startup.mode": self.startup_mode,
+            "scan.watermark.emit.strategy": self.watermark_emit,
+        }
+        if self.startup_mode == "group-offsets":
+            source["properties.auto.offset.reset"] = "earliest"
+        if self.bounded:
+            source["scan.bounded.mode"] = "latest-offset"
+        return SqlOptions(
+            bootstrap_servers=conn.kafka.bootstrap_servers,
+            raw_topic=self.raw_topic,
+            candles_topic=self.candles_topic,
+            late_topic=self.late_topic,
+            catalog=conn.catalog.name,
+            namespace=self.namespace,
+            timeframes=self.timeframes,
+            out_of_orderness_ms=_ms(self.out_of_orderness),
+            source_options=source,
+            sink_options={
+                "properties.transaction.timeout.ms": str(_ms(self.transaction_timeout)),
+            },
+            transactional_id_prefix=self.transactional_id_prefix,
+            ingestor_id=self.ingestor_id,
+        )
+
+
+def plan(settings: DedupOhlcSettings, conn: Connections) -> JobSql:
+    """The job's configuration and SQL, without running anything."""
+    return job_sql(settings.sql_options(conn), settings.table_config(), flink_catalog_ddl(conn))
+
+
+def build(
+    settings: DedupOhlcSettings, conn: Connections | None = None
+) -> tuple[TableEnvironment, StatementSet]:
+    """The table environment with every table and view registered, and the job's INSERTs."""
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    sql = plan(settings, conn or Connections.load())
+    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    config = t_env.get_config()
+    for key, value in sql.config.items():
+        config.set(key, value)
+    for statement in sql.setup:
+        t_env.execute_sql(statement)
+    statements = t_env.create_statement_set()
+    for insert in sql.inserts:
+        statements.add_insert_sql(insert)
+    return t_env, statements
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if v is not None and k != "print_sql"}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ticklake.jobs.dedup_ohlc",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = p.add_argument
+    add("--raw-topic", help=f"raw-trades topic (default {RAW_TRADES.name})")
+    add("--candles-topic", help=f"candles topic (default {CANDLES.name})")
+    add("--late-topic", help=f"late-trades topic (default {LATE_TRADES_TOPIC})")
+    add("--namespace", help="Iceberg namespace of the market tables (default market)")
+    add("--timeframes", help="comma-separated, e.g. 1m,5m,15m,1h,1d (the default)")
+    add("--out-of-orderness", help="watermark bound, e.g. 5s (default)")
+    add("--idle-timeout", help="idle-source timeout, e.g. 30s (default)")
+    add("--dedup-ttl", help="how long trade keys are remembered, e.g. 1h (default)")
+    add("--checkpoint-interval", help="e.g. 10s (default); Iceberg and Kafka commit on it")
+    add("--checkpoint-dir", help="file:// or s3:// URI (default under the state home)")
+    add("--parallelism", type=int, help="default parallelism (default 1)")
+    add("--transactional-id-prefix", help="Kafka transactional id prefix, unique per job")
+    add("--group-id", help="Kafka consumer group of the source")
+    add("--startup-mode", choices=["earliest-offset", "latest-offset", "group-offsets"])
+    add("--watermark-emit", choices=["on-periodic", "on-event"])
+    add("--bounded", action="store_true", default=None, help="stop at the current end offsets")
+    add("--print-sql", action="store_true", help="print the job's SQL and exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    settings = DedupOhlcSettings(**_overrides(args))
+    conn = Connections.load()
+    if args.print_sql:
+        script = plan(settings, conn).script()
+        for secret in (conn.catalog.password, conn.s3.secret_key):
+            script = script.replace(secret.get_secret_value(), "**********")
+        print(script)
+        return
+    _, statements = build(settings, conn)
+    result = statements.execute()
+    client = result.get_job_client()
+    job_id = str(client.get_job_id()) if client is not None else None
+    print(f"submitted job {job_id} ({JOB_NAME})", flush=True)
+    wait_unless_detached(result)
+
+
+if __name__ == "__main__":
+    main()

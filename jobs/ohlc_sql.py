@@ -1,0 +1,385 @@
+"""The Flink SQL of the dedup + OHLC job, generated from its settings (pure Python).
+
+Kept apart from the job's driver so that every statement can be read, printed and unit
+tested without PyFlink. ``docs/stream-jobs.md`` explains the pipeline these build:
+
+    raw_trades (Kafka, Avro, watermark)
+      -> trades_dedup      ROW_NUMBER() OVER (PARTITION BY exchange, symbol, trade_id
+                           ORDER BY proc_time) = 1; the event-time attribute survives it
+      -> trades_checked    late := event_time <= CURRENT_WATERMARK(event_time)
+      -> bars_1m           TUMBLE 1m over the on-time trades; open/close as MIN/MAX of a
+                           fixed-width (time, trade id, price) key
+      -> bars_<tf>         TUMBLE <tf> over bars_1m.bar_time (cascaded windows)
+      -> candles           all timeframes, in the Candle layout
+    sinks: candles -> Kafka (exactly-once) + Iceberg; trades -> Iceberg;
+           late trades -> Kafka (exactly-once) + Iceberg
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ticklake.schemas.flink import flink_columns, kafka_table_ddl
+from ticklake.schemas.models import Candle, Trade
+
+#: Width of the event-time part of the open/close key: epoch microseconds, zero-padded.
+TS_WIDTH = 20
+#: Width of the trade-id part: ids are left-padded with '0' (longer ids are cut to this).
+ID_WIDTH = 32
+#: 1-based position of the price in the key.
+PRICE_POS = TS_WIDTH + ID_WIDTH + 1
+
+DAY_S = 86_400
+_TIMEFRAME = re.compile(r"^([1-9][0-9]*)([mhd])$")
+_UNIT_S = {"m": 60, "h": 3600, "d": DAY_S}
+_UNIT_SQL = {"m": "MINUTE", "h": "HOUR", "d": "DAY"}
+
+TRADE_FIELDS = [f["name"] for f in Trade.avro_schema()["fields"]]
+CANDLE_FIELDS = [f["name"] for f in Candle.avro_schema()["fields"]]
+
+
+def timeframe_seconds(timeframe: str) -> int:
+    """Length of a timeframe in CCXT notation (``1m``, ``15m``, ``1h``, ``1d``).
+
+    Only whole minutes that divide a day are candle timeframes here: Flink's tumbling
+    windows are aligned to the epoch (UTC), so such windows start at 00:00 UTC like an
+    exchange's klines. ``1w`` (exchanges start weeks on Monday, the epoch on a Thursday)
+    and ``1M`` (months are not fixed lengths) are not supported.
+    """
+    match = _TIMEFRAME.match(timeframe)
+    if not match:
+        raise ValueError(f"timeframe {timeframe!r} is not <n>m, <n>h or <n>d")
+    seconds = int(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds > DAY_S or DAY_S % seconds:
+        raise ValueError(f"timeframe {timeframe!r} must divide one day (1m ... 1d)")
+    return seconds
+
+
+def interval_sql(timeframe: str) -> str:
+    """``INTERVAL '5' MINUTE`` for ``5m``."""
+    timeframe_seconds(timeframe)
+    match = _TIMEFRAME.match(timeframe)
+    assert match is not None
+    return f"INTERVAL '{match.group(1)}' {_UNIT_SQL[match.group(2)]}"
+
+
+def _q(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _cols(names: Sequence[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def order_key_sql(ts_us: str = "`exchange_ts_us`", trade_id: str = "`trade_id`") -> str:
+    """The sortable open/close key of a trade: time, then trade id, then the price.
+
+    ``LPAD(CAST(ts AS STRING), 20, '0') || LPAD(trade_id, 32, '0') || CAST(price AS STRING)``:
+    fixed widths make string order equal (time, trade id) order, and the price rides along
+    to be parsed back from position 53. ``MIN`` of it is the open, ``MAX`` the close.
+    """
+    return (
+        f"CONCAT(LPAD(CAST({ts_us} AS STRING), {TS_WIDTH}, '0'), "
+        f"LPAD({trade_id}, {ID_WIDTH}, '0'), CAST(`price` AS STRING))"
+    )
+
+
+def key_price_sql(key: str) -> str:
+    return f"CAST(SUBSTRING({key} FROM {PRICE_POS}) AS DECIMAL(18, 8))"
+
+
+def key_ts_sql(key: str) -> str:
+    return f"CAST(SUBSTRING({key} FROM 1 FOR {TS_WIDTH}) AS BIGINT)"
+
+
+def millis_interval_sql(ms: int) -> str:
+    """``INTERVAL '0 00:00:05.000' DAY TO SECOND(3)`` (Flink has no MILLISECOND literal)."""
+    if not 0 <= ms < 100 * DAY_S * 1000:
+        raise ValueError(f"interval of {ms} ms is out of range")
+    seconds, millis = divmod(ms, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return (
+        f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
+    )
+
+
+def micros_to_ltz_sql(us: str) -> str:
+    """Epoch microseconds (BIGINT) as an exact ``TIMESTAMP_LTZ(6)`` (session zone UTC)."""
+    return (
+        f"CAST(CAST(FROM_UNIXTIME({us} / 1000000) || '.' || "
+        f"LPAD(CAST({us} % 1000000 AS STRING), 6, '0') AS TIMESTAMP(6)) AS TIMESTAMP_LTZ(6))"
+    )
+
+
+def window_us_sql(column: str) -> str:
+    """A window bound (``TIMESTAMP(3)``, whole minutes, UTC) as epoch microseconds."""
+    return (
+        f"CAST(TIMESTAMPDIFF(MINUTE, TIMESTAMP '1970-01-01 00:00:00', {column}) AS BIGINT)"
+        " * 60000000"
+    )
+
+
+@dataclass(frozen=True)
+class JobSql:
+    """What the job runs: table options, setup statements, and the INSERTs of one job."""
+
+    config: Mapping[str, str]
+    setup: list[str]
+    inserts: list[str]
+
+    def script(self) -> str:
+        """The whole job as one SQL script (``SET``s, DDL, INSERTs), for docs and review."""
+        sets = [f"SET {_q(k)} = {_q(v)}" for k, v in self.config.items()]
+        body = [*sets, *self.setup, "EXECUTE STATEMENT SET BEGIN", *self.inserts]
+        return ";\n\n".join(body) + ";\nEND;\n"
+
+
+@dataclass(frozen=True)
+class SqlOptions:
+    """The inputs of the SQL: names, bounds and sink options (from the job's settings)."""
+
+    bootstrap_servers: str
+    raw_topic: str
+    candles_topic: str
+    late_topic: str
+    catalog: str
+    namespace: str
+    timeframes: tuple[str, ...]
+    out_of_orderness_ms: int
+    source_options: Mapping[str, str]
+    sink_options: Mapping[str, str]
+    transactional_id_prefix: str
+    ingestor_id: str
+
+
+def source_ddl(o: SqlOptions) -> str:
+    """The raw-trades topic with the event time, a processing time and the watermark."""
+    return kafka_table_ddl(
+        Trade,
+        "raw_trades",
+        o.raw_topic,
+        bootstrap_servers=o.bootstrap_servers,
+        options=o.source_options,
+        extra_columns=[
+            "`event_time` AS TO_TIMESTAMP_LTZ(`exchange_ts_us` / 1000, 3)",
+            "`proc_time` AS PROCTIME()",
+            "WATERMARK FOR `event_time` AS `event_time` - "
+            + millis_interval_sql(o.out_of_orderness_ms),
+        ],
+    )
+
+
+def dedup_view() -> str:
+    """Keep the first arrival of each (exchange, symbol, trade_id).
+
+    Exactly the pattern Flink recognises as deduplication (``Deduplicate(keep=[FirstRow],
+    order=[PROCTIME])`` in the plan): append-only output, state per key bounded by
+    ``table.exec.state.ttl``, and the ``event_time`` attribute passes through.
+    """
+    cols = _cols(TRADE_FIELDS)
+    return f"""CREATE TEMPORARY VIEW trades_dedup AS
+SELECT {cols}, `event_time`
+FROM (
+  SELECT *, ROW_NUMBER() OVER (
+    PARTITION BY `exchange`, `symbol`, `trade_id` ORDER BY `proc_time` ASC) AS row_num
+  FROM raw_trades
+)
+WHERE row_num = 1"""
+
+
+def checked_view() -> str:
+    """Mark a trade late when its event time is at or below the watermark on arrival.
+
+    Such a trade's 1m window may already have fired; it is routed to the late outputs and
+    kept out of every candle (not silently dropped by the window operator).
+    """
+    cols = _cols(TRADE_FIELDS)
+    return f"""CREATE TEMPORARY VIEW trades_checked AS
+SELECT {cols}, `event_time`,
+  COALESCE(`event_time` <= CURRENT_WATERMARK(`event_time`), FALSE) AS `late`
+FROM trades_dedup"""
+
+
+def bars_1m_view() -> str:
+    """1-minute bars of the on-time trades, with the open/close keys kept for roll-ups."""
+    key = order_key_sql()
+    return f"""CREATE TEMPORARY VIEW bars_1m AS
+SELECT `exchange`, `symbol`, window_start AS w_start, window_end AS w_end,
+  window_time AS bar_time,
+  MIN({key}) AS open_key,
+  MAX({key}) AS close_key,
+  MAX(`price`) AS high, MIN(`price`) AS low,
+  SUM(`amount`) AS volume,
+  SUM(`price` * `amount`) AS quote_volume,
+  COUNT(*) AS trade_count,
+  MAX(`receipt_ts_us`) AS receipt_ts_us
+FROM TABLE(TUMBLE(
+  TABLE trades_checked, DESCRIPTOR(`event_time`), INTERVAL '1' MINUTE))
+WHERE NOT `late`
+GROUP BY `exchange`, `symbol`, window_start, window_end, window_time"""
+
+
+def rollup_select(timeframe: str) -> str:
+    """Bars of ``timeframe`` rolled up from the 1m bars (cascaded tumbling windows)."""
+    return f"""SELECT `exchange`, `symbol`, window_start AS w_start, window_end AS w_end,
+  MIN(open_key) AS open_key, MAX(close_key) AS close_key,
+  MAX(high) AS high, MIN(low) AS low,
+  SUM(volume) AS volume, SUM(quote_volume) AS quote_volume,
+  SUM(trade_count) AS trade_count, MAX(receipt_ts_us) AS receipt_ts_us
+FROM TABLE(TUMBLE(TABLE bars_1m, DESCRIPTOR(bar_time), {interval_sql(timeframe)}))
+GROUP BY `exchange`, `symbol`, window_start, window_end"""
+
+
+def candles_view(o: SqlOptions) -> str:
+    """Every timeframe's candles in the Candle layout (plus ``window_start`` for Iceberg)."""
+    parts = []
+    for tf in o.timeframes:
+        if tf == "1m":
+            src = (
+                "SELECT `exchange`, `symbol`, w_start, w_end, open_key, close_key, high, low,"
+                " volume, quote_volume, trade_count, receipt_ts_us FROM bars_1m"
+            )
+        else:
+            src = rollup_select(tf)
+        parts.append(
+            f"""SELECT `exchange`, `symbol`,
+  {key_ts_sql("close_key")} AS `exchange_ts_us`,
+  receipt_ts_us AS `receipt_ts_us`,
+  {_q(o.ingestor_id)} AS `ingestor_id`,
+  {_q(tf)} AS `timeframe`,
+  {window_us_sql("w_start")} AS `window_start_us`,
+  {window_us_sql("w_end")} AS `window_end_us`,
+  {key_price_sql("open_key")} AS `open`,
+  high AS `high`, low AS `low`,
+  {key_price_sql("close_key")} AS `close`,
+  volume AS `volume`,
+  quote_volume AS `quote_volume`,
+  trade_count AS `trade_count`,
+  CAST(quote_volume / volume AS DECIMAL(18, 8)) AS `vwap`,
+  TRUE AS `final`,
+  trade_count AS `version`,
+  CAST(w_start AS TIMESTAMP_LTZ(6)) AS `window_start`
+FROM ({src})"""
+        )
+    return "CREATE TEMPORARY VIEW candles AS\n" + "\nUNION ALL\n".join(parts)
+
+
+def _kafka_sink_ddl(
+    model: type[Trade] | type[Candle], table: str, topic: str, o: SqlOptions, suffix: str
+) -> str:
+    options = {
+        "key.format": "raw",
+        "key.fields": "market",
+        "value.format": "avro",
+        "value.fields-include": "EXCEPT_KEY",
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": f"{o.transactional_id_prefix}-{suffix}",
+        **o.sink_options,
+    }
+    ddl = kafka_table_ddl(
+        model,
+        table,
+        topic,
+        bootstrap_servers=o.bootstrap_servers,
+        options=options,
+        extra_columns=["`market` STRING NOT NULL"],
+    )
+    # kafka_table_ddl names the value format 'format'; with a key format it must be
+    # 'value.format', and a sink has no startup mode.
+    return ddl.replace("  'format' = 'avro',\n", "").replace(
+        "  'scan.startup.mode' = 'earliest-offset',\n", ""
+    )
+
+
+def sink_ddls(o: SqlOptions) -> list[str]:
+    return [
+        _kafka_sink_ddl(Candle, "candles_kafka", o.candles_topic, o, "candles"),
+        _kafka_sink_ddl(Trade, "late_trades_kafka", o.late_topic, o, "late"),
+    ]
+
+
+def _iceberg(o: SqlOptions, table: str) -> str:
+    return f"`{o.catalog}`.`{o.namespace}`.`{table}`"
+
+
+ICEBERG_TRADE_COLUMNS = [
+    "exchange",
+    "symbol",
+    "trade_id",
+    "side",
+    "price",
+    "amount",
+    "exchange_ts",
+    "exchange_ts_us",
+    "receipt_ts_us",
+    "ingestor_id",
+    "request_id",
+]
+ICEBERG_CANDLE_COLUMNS = [
+    "exchange",
+    "symbol",
+    "timeframe",
+    "window_start",
+    "window_start_us",
+    "window_end_us",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trade_count",
+    "vwap",
+    "exchange_ts_us",
+    "receipt_ts_us",
+    "ingestor_id",
+    "final",
+    "version",
+]
+
+
+def _trade_select(where: str) -> str:
+    exprs = [
+        micros_to_ltz_sql("`exchange_ts_us`") if c == "exchange_ts" else f"`{c}`"
+        for c in ICEBERG_TRADE_COLUMNS
+    ]
+    return f"SELECT {', '.join(exprs)} FROM trades_checked{where}"
+
+
+def inserts(o: SqlOptions) -> list[str]:
+    """The five INSERTs; run as one statement set, they are one Flink job."""
+    market = "CONCAT(`exchange`, ':', `symbol`)"
+    return [
+        f"INSERT INTO candles_kafka SELECT {_cols(CANDLE_FIELDS)}, {market} FROM candles",
+        f"INSERT INTO {_iceberg(o, 'candles')} ({_cols(ICEBERG_CANDLE_COLUMNS)})\n"
+        f"SELECT {_cols(ICEBERG_CANDLE_COLUMNS)} FROM candles",
+        f"INSERT INTO {_iceberg(o, 'trades')} ({_cols(ICEBERG_TRADE_COLUMNS)})\n"
+        + _trade_select(""),
+        f"INSERT INTO late_trades_kafka SELECT {_cols(TRADE_FIELDS)}, {market}\n"
+        "FROM trades_checked WHERE `late`",
+        f"INSERT INTO {_iceberg(o, 'late_trades')} ({_cols(ICEBERG_TRADE_COLUMNS)})\n"
+        + _trade_select(" WHERE `late`"),
+    ]
+
+
+def job_sql(o: SqlOptions, config: Mapping[str, str], catalog_ddl: str) -> JobSql:
+    """Everything the job runs, in order."""
+    setup = [
+        catalog_ddl,
+        source_ddl(o),
+        *sink_ddls(o),
+        dedup_view(),
+        checked_view(),
+        bars_1m_view(),
+        candles_view(o),
+    ]
+    return JobSql(config=dict(config), setup=setup, inserts=inserts(o))
+
+
+def physical_trade_columns() -> list[str]:
+    """The raw-trades columns (for docs and tests)."""
+    return flink_columns(Trade)

@@ -1,0 +1,183 @@
+"""The dedup + OHLC job without Flink: settings, generated SQL, and the market tables."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from ticklake.catalog.tables import (
+    CANDLE_COLUMNS,
+    TABLE_PROPERTIES,
+    TABLES,
+    ensure_market_tables,
+)
+from ticklake.jobs import ohlc_sql
+from ticklake.jobs.dedup_ohlc import DedupOhlcSettings, main, parse_duration, plan
+from ticklake.schemas import Candle, Trade
+from ticklake.schemas.flink import flink_columns
+from ticklake.settings import Connections
+
+CONN = Connections(
+    catalog={"password": "pg-secret-xyz"},  # type: ignore[arg-type]
+    s3={"secret_key": "s3-secret-xyz"},  # type: ignore[arg-type]
+)
+
+
+def test_settings_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = DedupOhlcSettings()
+    assert s.timeframes == ("1m", "5m", "15m", "1h", "1d")
+    assert s.out_of_orderness == timedelta(seconds=5)
+    monkeypatch.setenv("TICKLAKE_DEDUP_OHLC_TIMEFRAMES", "1h,1m")
+    monkeypatch.setenv("TICKLAKE_DEDUP_OHLC_DEDUP_TTL", "6h")
+    s = DedupOhlcSettings()
+    assert s.timeframes == ("1m", "1h")  # sorted by length
+    assert s.dedup_ttl == timedelta(hours=6)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [("500ms", timedelta(milliseconds=500)), ("5s", timedelta(seconds=5)),
+     ("2min", timedelta(minutes=2)), ("2m", timedelta(minutes=2)), ("1d", timedelta(days=1))],
+)  # fmt: skip
+def test_parse_duration(text: str, want: timedelta) -> None:
+    assert parse_duration(text) == want
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"timeframes": "1w"},
+        {"timeframes": "7m"},  # does not divide a day
+        {"timeframes": "2d"},
+        {"timeframes": "1m,1m"},
+        {"timeframes": ""},
+        {"dedup_ttl": "5s", "out_of_orderness": "10s"},
+        {"transaction_timeout": "3h"},
+        {"checkpoint_interval": "20min"},
+        {"parallelism": 0},
+    ],
+)
+def test_settings_reject(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        DedupOhlcSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_timeframes_and_intervals() -> None:
+    assert ohlc_sql.timeframe_seconds("15m") == 900
+    assert ohlc_sql.interval_sql("1d") == "INTERVAL '1' DAY"
+    assert ohlc_sql.millis_interval_sql(5_000) == "INTERVAL '0 00:00:05.000' DAY TO SECOND(3)"
+    assert ohlc_sql.millis_interval_sql(90_061_001) == (
+        "INTERVAL '1 01:01:01.001' DAY TO SECOND(3)"
+    )
+
+
+def test_order_key_layout_matches_the_documented_positions() -> None:
+    key = ohlc_sql.order_key_sql()
+    assert "LPAD(CAST(`exchange_ts_us` AS STRING), 20, '0')" in key
+    assert "LPAD(`trade_id`, 32, '0')" in key
+    assert ohlc_sql.PRICE_POS == 53
+    assert "SUBSTRING(k FROM 53)" in ohlc_sql.key_price_sql("k")
+    assert "SUBSTRING(k FROM 1 FOR 20)" in ohlc_sql.key_ts_sql("k")
+
+
+def _squash(sql: str) -> str:
+    return re.sub(r"\s+", " ", sql)
+
+
+def test_plan_has_the_dedup_pattern_one_statement_set_and_no_python_udfs() -> None:
+    sql = plan(DedupOhlcSettings(namespace="ns1", bounded=True), CONN)
+    text = _squash(sql.script())
+    assert (
+        "ROW_NUMBER() OVER ( PARTITION BY `exchange`, `symbol`, `trade_id` "
+        "ORDER BY `proc_time` ASC) AS row_num" in text
+    )
+    assert "WHERE row_num = 1" in text
+    assert "CURRENT_WATERMARK(`event_time`)" in text
+    assert "FIRST_VALUE" not in text and "LAST_VALUE" not in text
+    assert "TEMPORARY FUNCTION" not in text.upper()
+    assert len(sql.inserts) == 5
+    targets = [re.match(r"INSERT INTO (\S+)", i).group(1) for i in sql.inserts]  # type: ignore[union-attr]
+    assert targets == [
+        "candles_kafka",
+        "`ticklake`.`ns1`.`candles`",
+        "`ticklake`.`ns1`.`trades`",
+        "late_trades_kafka",
+        "`ticklake`.`ns1`.`late_trades`",
+    ]
+    assert "'scan.bounded.mode' = 'latest-offset'" in text
+    assert sql.config["table.local-time-zone"] == "UTC"
+    assert sql.config["table.exec.state.ttl"] == "3600000 ms"
+    for tf in ("5m", "15m", "1h", "1d"):
+        assert f"'{tf}' AS `timeframe`" in text
+    assert "DESCRIPTOR(bar_time), INTERVAL '15' MINUTE" in text
+
+
+def test_kafka_sinks_are_exactly_once_keyed_and_in_the_schema_layout() -> None:
+    sql = plan(DedupOhlcSettings(transactional_id_prefix="p1"), CONN)
+    ddl = {re.search(r"CREATE TEMPORARY TABLE (\w+)", s).group(1): s  # type: ignore[union-attr]
+           for s in sql.setup if "CREATE TEMPORARY TABLE" in s}  # fmt: skip
+    for table, model, suffix in [("candles_kafka", Candle, "candles"),
+                                 ("late_trades_kafka", Trade, "late")]:  # fmt: skip
+        text = ddl[table]
+        # Physical columns in schema order, then the key column (excluded from the value).
+        for column in flink_columns(model):
+            assert column in text
+        assert "'value.fields-include' = 'EXCEPT_KEY'" in text
+        assert "'key.fields' = 'market'" in text
+        assert "'sink.delivery-guarantee' = 'exactly-once'" in text
+        assert f"'sink.transactional-id-prefix' = 'p1-{suffix}'" in text
+        assert "'properties.transaction.timeout.ms' = '900000'" in text
+        assert "'format'" not in text
+    assert "'scan.watermark.emit.strategy' = 'on-periodic'" in ddl["raw_trades"]
+
+
+def test_print_sql_masks_secrets(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TICKLAKE_CATALOG__PASSWORD", "pg-secret-xyz")
+    monkeypatch.setenv("TICKLAKE_S3__SECRET_KEY", "s3-secret-xyz")
+    main(["--print-sql", "--timeframes", "1m,1h"])
+    out = capsys.readouterr().out
+    assert "secret-xyz" not in out
+    assert "'jdbc.password' = '**********'" in out
+    assert "INSERT INTO candles_kafka" in out
+
+
+def test_iceberg_candle_columns_match_the_insert() -> None:
+    assert [n for n, _ in CANDLE_COLUMNS] == ohlc_sql.ICEBERG_CANDLE_COLUMNS
+    trades = next(t for t in TABLES if t.name == "trades")
+    assert trades.column_names() == ohlc_sql.ICEBERG_TRADE_COLUMNS
+
+
+def test_market_tables_created_once_with_partitioning_and_sort(tmp_path: Path) -> None:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog(
+        "ticklake", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=tmp_path.as_uri()
+    )
+    assert ensure_market_tables(catalog, "mkt") == {
+        "mkt.trades": True,
+        "mkt.candles": True,
+        "mkt.late_trades": True,
+    }
+    assert set(ensure_market_tables(catalog, "mkt").values()) == {False}
+    candles = catalog.load_table("mkt.candles")
+    fields = [(f.name, str(f.transform)) for f in candles.spec().fields]
+    assert fields == [
+        ("window_start_day", "day"),
+        ("exchange", "identity"),
+        ("symbol", "identity"),
+    ]
+    schema = candles.schema()
+    sort = [schema.find_field(f.source_id).name for f in candles.sort_order().fields]
+    assert sort == ["window_start", "timeframe"]
+    for key, value in TABLE_PROPERTIES.items():
+        assert candles.properties[key] == value
+    assert str(schema.find_field("quote_volume").field_type) == "decimal(38, 16)"
+    assert str(catalog.load_table("mkt.trades").schema().find_field("exchange_ts").field_type) == (
+        "timestamptz"
+    )
