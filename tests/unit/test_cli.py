@@ -23,7 +23,7 @@ def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[
 @pytest.mark.parametrize(
     "args",
     [
-        [], ["up"], ["down"], ["status"], ["logs"], ["setup"], ["run"], ["env"],
+        [], ["up"], ["down"], ["status"], ["logs"], ["setup"], ["run"], ["check"], ["env"],
         ["bench", "stack"], ["ingest"], ["ingest", "run"],
     ],  # fmt: skip
 )
