@@ -106,15 +106,21 @@ class FlinkRestClient:
         body: dict[str, Any] = {"cancel-job": cancel_job, "formatType": "CANONICAL"}
         if target_dir:
             body["target-directory"] = target_dir
-        trigger = self._call("POST", f"/jobs/{job_id}/savepoints", body)["request-id"]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            status = self._call("GET", f"/jobs/{job_id}/savepoints/{trigger}")
-            if status["status"]["id"] == "COMPLETED":
-                op = status.get("operation", {})
-                if "failure-cause" in op:
-                    cause = op["failure-cause"].get("stack-trace", "")[:2000]
-                    raise JobError(f"savepoint of {job_id} failed", detail=cause)
+            trigger = self._call("POST", f"/jobs/{job_id}/savepoints", body)["request-id"]
+            while time.monotonic() < deadline:
+                status = self._call("GET", f"/jobs/{job_id}/savepoints/{trigger}")
+                if status["status"]["id"] == "COMPLETED":
+                    break
+                time.sleep(0.5)
+            else:
+                break
+            op = status.get("operation", {})
+            if "failure-cause" not in op:
                 return str(op["location"])
-            time.sleep(0.5)
+            cause = op["failure-cause"].get("stack-trace", "")
+            if "Not all required tasks are currently running" not in cause:
+                raise JobError(f"savepoint of {job_id} failed", detail=cause[:2000])
+            time.sleep(1)  # a job still deploying its tasks: try again
         raise JobError(f"savepoint of {job_id} did not complete within {timeout_s:.0f}s")

@@ -67,6 +67,8 @@ def submit_cluster_job(
     *,
     rest_url: str | None = None,
     detached: bool = False,
+    savepoint: str | None = None,
+    allow_non_restored_state: bool = False,
     timeout_s: float | None = 900.0,
 ) -> str:
     """Submit the job module to the standalone cluster with ``flink run -pym``.
@@ -94,5 +96,10 @@ def submit_cluster_job(
     if detached:
         cmd.append("--detached")
         env[DETACHED_ENV] = "1"
+    if savepoint:
+        # Resume from a savepoint or a retained checkpoint (the upgrade path of a job).
+        cmd += ["--fromSavepoint", savepoint]
+        if allow_non_restored_state:
+            cmd.append("--allowNonRestoredState")
     cmd += ["-pyclientexec", python, "-pyexec", python, "-pym", module, *args]
     return _run(cmd, env, f"job {module} (cluster {url.netloc})", timeout_s)

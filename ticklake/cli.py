@@ -316,6 +316,15 @@ def bench_stack(runs: int, idle_seconds: float, flink_cluster: bool) -> None:
     out.print(stack_up.run(runs, idle_seconds, flink_cluster))
 
 
+def _register_jobs() -> None:
+    from ticklake.jobs_cli import jobs_group
+
+    cli.add_command(jobs_group)
+
+
+_register_jobs()
+
+
 def main() -> None:
     """Console entry point: map ticklake errors to one message and an exit code."""
     try:

@@ -25,6 +25,7 @@ def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[
     [
         [], ["up"], ["down"], ["status"], ["logs"], ["setup"], ["run"], ["check"], ["env"],
         ["bench", "stack"], ["ingest"], ["ingest", "run"],
+        ["jobs"], ["jobs", "submit"], ["jobs", "list"], ["jobs", "cancel"], ["jobs", "savepoint"],
     ],  # fmt: skip
 )
 def test_every_command_has_help(args: list[str], tmp_path: Path) -> None:
