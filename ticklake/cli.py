@@ -42,7 +42,35 @@ class Steps:
         err.print(f"[dim]{time.monotonic() - self.t0:6.1f}s[/dim] {msg}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands live in heavy modules, imported only when used."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, _, attr = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "query": "ticklake.catalog.cli:query_command",
+        "chart": "ticklake.catalog.cli:chart_command",
+        "maintain": "ticklake.catalog.cli:maintain_command",
+    },
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (env TICKLAKE_LOG_LEVEL)")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="log line format (env TICKLAKE_LOG_FORMAT)")  # fmt: skip
@@ -257,30 +285,11 @@ def run(keep_running: bool, markets: str, history_minutes: int, live_seconds: fl
         sys.exit(1)
 
 
-class LazyGroup(click.Group):
-    """A group whose commands live in heavy modules, imported only when used."""
-
-    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.lazy = lazy
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self.lazy])
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy:
-            module, _, attr = self.lazy[cmd_name].partition(":")
-            command = getattr(importlib.import_module(module), attr)
-            if not isinstance(command, click.Command):
-                raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
-            return command
-        return super().get_command(ctx, cmd_name)
-
-
 @cli.group(
     cls=LazyGroup,
     lazy={
         "run": "ticklake.ingestors.cli:run_command",
+        "replay": "ticklake.ingestors.replay:replay_command",
     },
 )
 def ingest() -> None:
@@ -300,20 +309,17 @@ def exchange_cmd(ctx: click.Context) -> None:
     sys.exit(exchange_main(list(ctx.args)))
 
 
-@cli.group()
-def bench() -> None:
-    """Benchmarks against the local stack; each prints a table (see bench/README.md)."""
+@cli.command(
+    "bench",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def bench_cmd(ctx: click.Context) -> None:
+    """Benchmarks against a local stack of their own (`ticklake bench --help`)."""
+    from ticklake.bench.__main__ import main as bench_main
 
-
-@bench.command("stack")
-@click.option("--runs", default=3, show_default=True, help="repetitions (median, min, max)")
-@click.option("--idle-seconds", default=30.0, show_default=True, help="idle time before RSS")
-@click.option("--flink-cluster/--no-flink-cluster", default=True, show_default=True)
-def bench_stack(runs: int, idle_seconds: float, flink_cluster: bool) -> None:
-    """`up` time of the local stack (warm caches) and its idle memory per process."""
-    from ticklake.bench import stack_up
-
-    out.print(stack_up.run(runs, idle_seconds, flink_cluster))
+    bench_main(list(ctx.args))
 
 
 def _register_jobs() -> None:

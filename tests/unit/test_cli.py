@@ -20,14 +20,13 @@ def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[
     )
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        [], ["up"], ["down"], ["status"], ["logs"], ["setup"], ["run"], ["check"], ["env"],
-        ["bench", "stack"], ["ingest"], ["ingest", "run"],
-        ["jobs"], ["jobs", "submit"], ["jobs", "list"], ["jobs", "cancel"], ["jobs", "savepoint"],
-    ],  # fmt: skip
-)
+COMMANDS = """
+    up | down | status | logs | setup | run | check | env | ingest | ingest run | ingest replay
+    | jobs | jobs submit | jobs list | jobs cancel | jobs savepoint
+"""
+
+
+@pytest.mark.parametrize("args", [[], *(c.split() for c in COMMANDS.split("|"))])
 def test_every_command_has_help(args: list[str], tmp_path: Path) -> None:
     proc = run([*args, "--help"], tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -38,6 +37,12 @@ def test_exchange_passes_help_through(tmp_path: Path) -> None:
     proc = run(["exchange", "--help"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "--rate-multiplier" in proc.stdout
+
+
+def test_bench_passes_help_through(tmp_path: Path) -> None:
+    proc = run(["bench", "stack", "--help"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: ticklake bench stack" in proc.stdout
 
 
 def test_unknown_component_is_a_clear_error(tmp_path: Path) -> None:
