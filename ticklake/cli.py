@@ -68,6 +68,9 @@ class LazyGroup(click.Group):
         "query": "ticklake.catalog.cli:query_command",
         "chart": "ticklake.catalog.cli:chart_command",
         "maintain": "ticklake.catalog.cli:maintain_command",
+        "relay": "ticklake.relay.cli:serve_command",
+        "subscribe": "ticklake.relay.cli:subscribe_command",
+        "history": "ticklake.relay.cli:history_command",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

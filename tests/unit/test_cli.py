@@ -22,7 +22,8 @@ def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[
 
 COMMANDS = """
     up | down | status | logs | setup | run | check | env | ingest | ingest run | ingest replay
-    | jobs | jobs submit | jobs list | jobs cancel | jobs savepoint
+    | jobs | jobs submit | jobs list | jobs cancel | jobs savepoint | relay | subscribe | history
+    | query | chart | maintain
 """
 
 

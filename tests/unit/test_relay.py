@@ -1,0 +1,230 @@
+"""Relay building blocks without a relay: framing, LVC, requests, wire, settings, SDK logic."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import zmq
+
+from ticklake.relay import (
+    InvalidRequestError,
+    RelaySettings,
+    TimeRangeInFutureError,
+)
+from ticklake.relay import requests as rq
+from ticklake.relay import topics as t
+from ticklake.relay.client import market_topics
+from ticklake.relay.event_store import load_events, save_events
+from ticklake.relay.history import build_request
+from ticklake.relay.lvc import LastValueCache
+from ticklake.relay.subscription import Subscription
+from ticklake.relay.wire import (
+    CriticalEvent,
+    EventAck,
+    decode_message,
+    encode_message,
+    model_for_topic,
+)
+from ticklake.schemas import Candle, HistoryReady, HistoryRequest, Trade
+from ticklake.schemas.serde import encode
+
+NOW = 1_750_000_000_000_000
+
+
+def test_exact_filter_never_matches_a_longer_symbol():
+    # ZMQ's rule is a byte-prefix match on frame 1; check it with the same rule.
+    sub = t.exact_filter("BINANCE:BTC/USDT|tick")
+    assert t.topic_frame("BINANCE:BTC/USDT|tick").startswith(sub)
+    assert not t.topic_frame("BINANCE:BTC/USDTX|tick").startswith(sub)
+    assert not t.topic_frame("BINANCE:BTC/USDT|tickX").startswith(sub)
+    assert not t.topic_frame("BINANCE:BTC/USDT|ohlc:15m").startswith(
+        t.exact_filter("BINANCE:BTC/USDT|ohlc:1")
+    )
+    market = t.market_filter("BINANCE:BTC/USDT")
+    assert t.topic_frame("BINANCE:BTC/USDT|ohlc:1m").startswith(market)
+    assert not t.topic_frame("BINANCE:BTC/USDTX|ohlc:1m").startswith(market)
+    assert t.topic_frame(t.work_topic("BINANCE", "ETH/BTC")).startswith(
+        t.exchange_filter("BINANCE")
+    )
+    assert not t.topic_frame("BINANCEUS:ETH/BTC|history").startswith(t.exchange_filter("BINANCE"))
+    assert not t.topic_frame(t.history_ready_topic("abcd")).startswith(
+        t.exact_filter(t.history_ready_topic("abc"))
+    )
+
+
+def test_exact_matching_over_inproc_zmq():
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+        pub.bind("inproc://m")
+        sub.connect("inproc://m")
+        sub.setsockopt(zmq.SUBSCRIBE, t.exact_filter("BINANCE:BTC/USDT|tick"))
+        sub.setsockopt(zmq.RCVTIMEO, 2000)
+        # inproc subscriptions are in place once connect() returns; send until one arrives
+        pub.send_multipart([t.topic_frame("BINANCE:BTC/USDTX|tick"), b"x"])
+        pub.send_multipart([t.topic_frame("BINANCE:BTC/USDT|tick"), b"y"])
+        assert sub.recv_multipart() == [b"BINANCE:BTC/USDT|tick\x00", b"y"]
+        for s in (pub, sub):
+            s.close(linger=0)
+    finally:
+        ctx.term()
+
+
+def test_topic_validation():
+    assert t.topic("BINANCE:BTC/USDT", t.ohlc("1m")) == "BINANCE:BTC/USDT|ohlc:1m"
+    assert t.topic_of(t.topic_frame("RESPONSE:c1")) == "RESPONSE:c1"
+    for bad in ("binance:BTC/USDT", "BINANCE:BTCUSDT", "BTC/USDT"):
+        with pytest.raises(ValueError):
+            t.parse_market(bad)
+    with pytest.raises(ValueError):
+        t.ohlc("1x")
+    assert t.data_type_of("HISTORY_READY:r1") == "HISTORY_READY"
+    assert t.data_type_of("BINANCE:BTC/USDT|ohlc:1m") == "ohlc:1m"
+
+
+def test_header_round_trip_and_flags():
+    h = t.Header(t.FLAG_ACK | t.FLAG_REPLAY, 2**63 + 5, 17)
+    assert t.Header.unpack(h.pack()) == h
+    assert h.is_ack and h.is_replay
+    with pytest.raises(t.FramingError):
+        t.Header.unpack(b"short")
+
+
+def _msg(topic: str, seq: int, flags: int = 0) -> list[bytes]:
+    return [t.topic_frame(topic), t.Header(flags, 1, seq).pack(), f"p{seq}".encode()]
+
+
+def test_lvc_keeps_the_last_value_per_topic_and_marks_replays():
+    lvc = LastValueCache(max_topics=2)
+    assert lvc.update(_msg("A:X/Y|tick", 1))
+    assert lvc.update(_msg("A:X/Y|tick", 2))
+    assert not lvc.update(_msg("A:X/Y|tick", 9, t.FLAG_REPLAY))
+    assert not lvc.update(_msg("A:X/Y|tick", 9, t.FLAG_ACK))
+    assert not lvc.update([b"one frame"])
+    lvc.update(_msg("A:X/YZ|tick", 1))
+    ((topic, header, payload),) = lvc.matching(t.market_filter("A:X/Y"))
+    assert topic == t.topic_frame("A:X/Y|tick") and payload == b"p2"
+    assert t.Header.unpack(header) == t.Header(t.FLAG_REPLAY, 1, 2)
+    assert len(list(lvc.matching(b""))) == 2
+    lvc.update(_msg("B:X/Y|tick", 1))  # evicts the least recently updated
+    assert len(lvc) == 2
+    assert not list(lvc.matching(t.exact_filter("A:X/Y|tick")))
+
+
+def _request(**changes: object) -> HistoryRequest:
+    fields: dict[str, object] = dict(
+        request_id="r1", client_id="c1", exchange="BINANCE", symbol="BTC/USDT",
+        data_type="trades", timeframe=None, start_ts_us=NOW - 10, end_ts_us=NOW,
+        requested_ts_us=NOW,
+    )  # fmt: skip
+    fields.update(changes)
+    return HistoryRequest.model_validate(fields)
+
+
+def test_parse_request():
+    ok = rq.parse_request([rq.KIND_HISTORY, encode(_request())], now_us=NOW)
+    assert isinstance(ok, HistoryRequest) and ok.request_id == "r1"
+    future = rq.parse_request([rq.KIND_HISTORY, encode(_request())], now_us=NOW - 100)
+    assert isinstance(future, rq.Rejection) and future.code == rq.TIME_RANGE_IN_FUTURE
+    assert future.request_id == "r1"
+    bad = rq.parse_request([rq.KIND_HISTORY, b"\x01garbage"], now_us=NOW)
+    assert isinstance(bad, rq.Rejection) and bad.code == rq.INVALID_REQUEST
+    other = rq.parse_request([b"PING"], now_us=NOW)
+    assert isinstance(other, rq.Rejection) and other.code == rq.INVALID_REQUEST
+    assert other.frames()[0] == rq.REJECTED
+
+
+def test_build_request_errors():
+    args = {"timeframe": "1m", "start": NOW - 10, "end": NOW, "now_us": NOW}
+    req = build_request("c1", "BINANCE", "BTC/USDT", **args)  # type: ignore[arg-type]
+    assert (req.data_type, req.timeframe) == ("candles", "1m")
+    with pytest.raises(TimeRangeInFutureError, match="future"):
+        build_request("c1", "BINANCE", "BTC/USDT", **{**args, "start": NOW, "end": NOW + 1})  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="BASE/QUOTE"):
+        build_request("c1", "BINANCE", "BTCUSDT", **args)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="timeframe"):
+        build_request("c1", "BINANCE", "BTC/USDT", **{**args, "timeframe": "soon"})  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="not after"):
+        build_request("c1", "BINANCE", "BTC/USDT", **{**args, "end": NOW - 20})  # type: ignore[arg-type]
+
+
+def test_market_topics():
+    assert market_topics(["BINANCE:BTC/USDT"], ticks=True, timeframes=["1m"]) == [
+        "BINANCE:BTC/USDT|tick",
+        "BINANCE:BTC/USDT|ohlc:1m",
+    ]
+    with pytest.raises(InvalidRequestError):
+        market_topics(["BINANCE:BTC/USDT"], ticks=False, timeframes=[])
+    with pytest.raises(InvalidRequestError):
+        market_topics(["BTC/USDT"], ticks=True, timeframes=[])
+
+
+def test_models_for_topics():
+    assert model_for_topic("BINANCE:BTC/USDT|tick") is Trade
+    assert model_for_topic("BINANCE:BTC/USDT|ohlc:1h") is Candle
+    assert model_for_topic("HISTORY_READY:r1") is HistoryReady
+    assert model_for_topic("RESPONSE:c1") is HistoryReady
+    assert model_for_topic("BINANCE:BTC/USDT|history") is HistoryRequest
+
+
+def test_event_messages_round_trip(tmp_path: Path):
+    event = CriticalEvent(
+        event_id="e1", source_id="u1", event_type="order_fill", payload=b"\x00\xff",
+        created_ts_us=NOW, attempt=3,
+    )  # fmt: skip
+    assert decode_message(CriticalEvent, encode_message(event)) == event
+    ack = EventAck(event_id="e1", receiver_id="gw", duplicate=True, acked_ts_us=NOW)
+    assert decode_message(EventAck, encode_message(ack)) == ack
+    store = tmp_path / "sub" / "pending.avro"
+    assert save_events(store, [event, event.model_copy(update={"event_id": "e2"})]) == 2
+    assert [e.event_id for e in load_events(store)] == ["e1", "e2"]
+    assert save_events(store, []) == 0 and not store.exists()
+    assert load_events(store) == []
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TICKLAKE_RELAY__SUBSCRIBE_PORT", "6000")
+    monkeypatch.setenv("TICKLAKE_RELAY__HOST", "relay.local")
+    s = RelaySettings()
+    assert s.connect(s.subscribe_port) == "tcp://relay.local:6000"
+    assert (s.request_port, s.work_port, s.publish_port) == (5559, 5555, 5557)
+    with pytest.raises(Exception, match="frozen"):
+        s.host = "x"  # type: ignore[misc]
+
+
+def test_subscription_counts_gaps_and_drops_replays():
+    # _handle is the bookkeeping; the socket is never used (nothing listens on port 1).
+    sub = Subscription(RelaySettings(subscribe_port=1), [t.exact_filter("A:X/Y|tick")])
+    try:
+        payload = encode(
+            Trade(
+                exchange="A", symbol="X/Y", exchange_ts_us=NOW, receipt_ts_us=NOW,
+                ingestor_id="i", trade_id="1", side="buy", price=Decimal(1), amount=Decimal(1),
+            )
+        )  # fmt: skip
+
+        def frames(epoch: int, seq: int, flags: int = 0) -> list[bytes]:
+            return [t.topic_frame("A:X/Y|tick"), t.Header(flags, epoch, seq).pack(), payload]
+
+        assert (
+            sub._handle([t.exact_filter("A:X/Y|tick"), t.Header(t.FLAG_ACK, 9, 0).pack(), b""])
+            is None
+        )
+        assert sub.confirmed and sub.stats.relay_epochs == {9}
+        assert sub._handle(frames(1, 5)) is not None
+        assert sub._handle(frames(1, 5, t.FLAG_REPLAY)) is None
+        assert sub._handle(frames(1, 9)) is not None
+        assert sub._handle(frames(2, 1)) is not None  # a restarted publisher: no gap
+        assert (sub.stats.received, sub.stats.gaps, sub.stats.duplicates) == (3, 3, 1)
+        assert sub._handle([b"A:X/Y|tick", b"h"]) is None
+        assert sub.stats.malformed == 1
+        assert sub.recv(0.01) is None
+        t0 = time.monotonic()
+        with pytest.raises(Exception, match="did not confirm"):
+            Subscription(RelaySettings(subscribe_port=1), [b"Z"]).wait_confirmed(0.05)
+        assert time.monotonic() - t0 < 5
+    finally:
+        sub.close()
