@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from types import TracebackType
 
 import zmq
 
 from ticklake.relay.errors import RelayUnavailableError
 from ticklake.relay.settings import RelaySettings
-from ticklake.relay.sockets import Context, client_socket, shared_context
+from ticklake.relay.sockets import Context, SocketClient, client_socket, shared_context
 from ticklake.relay.topics import Header, topic_frame
 from ticklake.schemas import WireModel
 from ticklake.schemas.serde import encode
@@ -28,7 +27,7 @@ from ticklake.schemas.serde import encode
 _DRAIN_EVERY = 256
 
 
-class RelayPublisher:
+class RelayPublisher(SocketClient):
     """Publish schema models (or raw Avro bytes) on relay topics."""
 
     def __init__(
@@ -89,17 +88,3 @@ class RelayPublisher:
                 self._sock.recv(zmq.NOBLOCK)
         except zmq.Again:
             pass
-
-    def close(self) -> None:
-        self._sock.close(linger=0)
-
-    def __enter__(self) -> RelayPublisher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

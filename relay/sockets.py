@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import TracebackType
+from typing import Self
+
 import zmq
 
 from ticklake.relay.settings import RelaySettings
@@ -26,3 +29,23 @@ def client_socket(
 
 def shared_context(ctx: Context | None) -> Context:
     return ctx if ctx is not None else zmq.Context.instance()
+
+
+class SocketClient:
+    """An SDK object owning one socket: ``close()`` and use as a context manager."""
+
+    _sock: Socket
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -17,14 +17,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import zmq
 
 from ticklake.relay import topics
 from ticklake.relay.errors import FramingError, RelayTimeoutError, RelayUnavailableError
 from ticklake.relay.settings import RelaySettings
-from ticklake.relay.sockets import Context, client_socket, shared_context
+from ticklake.relay.sockets import Context, SocketClient, client_socket, shared_context
 from ticklake.relay.wire import decode_payload
 from ticklake.schemas import WireModel
 from ticklake.schemas.serde import DecodeError
@@ -53,7 +52,7 @@ class SubscriptionStats:
     relay_epochs: set[int] = field(default_factory=set)
 
 
-class Subscription:
+class Subscription(SocketClient):
     """Iterate to get decoded models; every wait is bounded by a timeout."""
 
     def __init__(
@@ -173,17 +172,3 @@ class Subscription:
             return None
         self.stats.received += 1
         return Message(topic, model, header.epoch, header.seq, header.is_replay)
-
-    def close(self) -> None:
-        self._sock.close(linger=0)
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from types import TracebackType
 
 import zmq
 
 from ticklake.relay import topics
 from ticklake.relay.errors import RelayUnavailableError
 from ticklake.relay.settings import RelaySettings
-from ticklake.relay.sockets import Context, client_socket, shared_context
+from ticklake.relay.sockets import Context, SocketClient, client_socket, shared_context
 from ticklake.schemas import HistoryRequest
 from ticklake.schemas.serde import DecodeError, decode
 
 
-class WorkQueueConsumer:
+class WorkQueueConsumer(SocketClient):
     """Receive history requests for some exchanges; every wait bounded by a timeout."""
 
     def __init__(
@@ -69,17 +68,3 @@ class WorkQueueConsumer:
                 return decode(HistoryRequest, frames[2])
             except DecodeError:
                 self.malformed += 1
-
-    def close(self) -> None:
-        self._sock.close(linger=0)
-
-    def __enter__(self) -> WorkQueueConsumer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -263,11 +263,18 @@ def produce(conn: Connections, topic: str, records: list[Trade]) -> None:
 
 def consume_committed(conn: Connections, topic: str, timeout_s: float = 60) -> list[Any]:
     """Every message of the topic that a read_committed consumer sees."""
+    return consume_to_end(conn, topic, "read_committed", timeout_s)
+
+
+def consume_to_end(
+    conn: Connections, topic: str, isolation: str, timeout_s: float = 60
+) -> list[Any]:
+    """Every message of the topic visible at ``isolation`` (all partitions, to their ends)."""
     consumer = Consumer(
         {
             "bootstrap.servers": conn.kafka.bootstrap_servers,
             "group.id": f"it-{uuid.uuid4().hex[:8]}",
-            "isolation.level": "read_committed",
+            "isolation.level": isolation,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }

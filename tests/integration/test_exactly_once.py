@@ -41,7 +41,7 @@ from tests.integration.test_dedup_ohlc import (
     DAY,
     TIMEFRAMES,
     Tape,
-    consume_committed,
+    consume_to_end,
     first_arrivals_and_late,
     key,
     make_tape,
@@ -87,35 +87,7 @@ def wait_until(
 
 def read_all(conn: Connections, topic: str, isolation: str) -> list[Any]:
     """Every message of the topic visible at ``isolation`` (all partitions, to their ends)."""
-    if isolation == "read_committed":
-        return consume_committed(conn, topic)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": conn.kafka.bootstrap_servers,
-            "group.id": f"it-{uuid.uuid4().hex[:8]}",
-            "isolation.level": isolation,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in parts}  # fmt: skip
-        messages: list[Any] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            for msg in consumer.consume(500, timeout=0.2):
-                assert msg.error() is None, msg.error()
-                messages.append(msg)
-            positions = consumer.position([TopicPartition(topic, p) for p in parts])
-            if all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0
-                   for tp in positions):  # fmt: skip
-                return messages
-        raise AssertionError(f"could not read {topic} to its end")
-    finally:
-        consumer.close()
+    return consume_to_end(conn, topic, isolation)
 
 
 def committed_offset(conn: Connections, group: str, topic: str) -> int:
