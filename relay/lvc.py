@@ -3,16 +3,20 @@
 Pure data structure (no sockets), so it is unit-tested on its own. The relay feeds it a copy
 of every message that passes the fan-out and asks it, on every new subscription, for the
 cached messages whose topic frame starts with the subscription's filter (ZMQ's own rule).
+
+:meth:`LastValueCache.put` runs once per message crossing the relay, on the relay's only
+Python thread: it is kept to a few dictionary operations (no header parsing, no metrics).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator
 
-from ticklake.relay.topics import FLAG_ACK, FLAG_REPLAY, Header
+from ticklake.relay.topics import FLAG_ACK, FLAG_REPLAY, HEADER_SIZE, TERMINATOR, Header
 
 Frames = tuple[bytes, bytes, bytes]
+
+_NOT_DATA = FLAG_ACK | FLAG_REPLAY
 
 
 class LastValueCache:
@@ -20,27 +24,27 @@ class LastValueCache:
 
     def __init__(self, max_topics: int = 100_000) -> None:
         self.max_topics = max_topics
-        self._last: OrderedDict[bytes, Frames] = OrderedDict()
+        #: Insertion order is update order: a topic is re-inserted on every update.
+        self._last: dict[bytes, Frames] = {}
 
     def __len__(self) -> int:
         return len(self._last)
 
+    def put(self, topic: bytes, header: bytes, payload: bytes) -> bool:
+        """Remember a data message; ignores acks, replays and malformed frames."""
+        if len(header) != HEADER_SIZE or header[0] & _NOT_DATA or not topic.endswith(TERMINATOR):
+            return False
+        last = self._last
+        if last.pop(topic, None) is None and len(last) >= self.max_topics:
+            del last[next(iter(last))]
+        last[topic] = (topic, header, payload)
+        return True
+
     def update(self, frames: list[bytes]) -> bool:
-        """Remember a data message; ignores acks, replays and malformed messages."""
+        """:meth:`put` for a received multipart message (any frame count)."""
         if len(frames) != 3:
             return False
-        topic, header, payload = frames
-        try:
-            flags = Header.unpack(header).flags
-        except Exception:
-            return False
-        if flags & (FLAG_ACK | FLAG_REPLAY):
-            return False
-        self._last[topic] = (topic, header, payload)
-        self._last.move_to_end(topic)
-        while len(self._last) > self.max_topics:
-            self._last.popitem(last=False)
-        return True
+        return self.put(frames[0], frames[1], frames[2])
 
     def matching(self, prefix: bytes) -> Iterator[Frames]:
         """Cached messages a subscription to ``prefix`` would receive, marked as replays."""

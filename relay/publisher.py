@@ -20,7 +20,7 @@ import zmq
 from ticklake.relay.errors import RelayUnavailableError
 from ticklake.relay.settings import RelaySettings
 from ticklake.relay.sockets import Context, SocketClient, client_socket, shared_context
-from ticklake.relay.topics import Header, topic_frame
+from ticklake.relay.topics import HEADER_STRUCT, topic_frame
 from ticklake.schemas import WireModel
 from ticklake.schemas.serde import encode
 
@@ -75,7 +75,11 @@ class RelayPublisher(SocketClient):
         frame = self._frames.get(topic)
         if frame is None:
             frame = self._frames[topic] = topic_frame(topic)
-        self._sock.send_multipart([frame, Header(0, self.epoch, seq).pack(), payload])
+        # Three sends, not send_multipart: a third of the CPU per message in pyzmq.
+        send = self._sock.send
+        send(frame, zmq.SNDMORE)
+        send(HEADER_STRUCT.pack(0, self.epoch, seq), zmq.SNDMORE)
+        send(payload)
         self._sent += 1
         if self._sent % _DRAIN_EVERY == 0:
             self._drain()

@@ -34,6 +34,8 @@ FLAG_REPLAY = 0x02
 
 _HEADER = struct.Struct(">BQQ")
 HEADER_SIZE = _HEADER.size
+#: The packer of frame 2, for hot paths that skip the :class:`Header` object.
+HEADER_STRUCT = _HEADER
 
 _EXCHANGE = re.compile(r"^[A-Z0-9][A-Z0-9_-]*$")
 _SYMBOL = re.compile(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")

@@ -161,6 +161,36 @@ def test_last_value_on_join(settings, publisher, ctx):
         assert early.stats.duplicates == 1
 
 
+def test_malformed_publisher_messages_leave_the_last_value_cache_in_step(settings, relay, ctx):
+    """The cache reads the proxy's copies frame by frame; bad messages must not shift it."""
+    raw = ctx.socket(zmq.XPUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(settings.connect(settings.publish_port))
+    assert raw.poll(10_000) and raw.recv() == b"\x01"  # the relay subscribed
+    topic = "BINANCE:BTC/USDT|ohlc:1m"
+    frame = t.exact_filter(topic)
+    good = [frame, t.Header(0, 7, 1).pack(), encode(candle(1))]
+    bad: list[list[bytes]] = [
+        [b"one frame only"],
+        [frame, b"two frames"],
+        [frame, t.Header(0, 7, 9).pack(), b"four", b"frames"],
+        [b"\x01not a subscription", t.Header(0, 7, 9).pack(), b"x"],
+        [frame, t.Header(t.FLAG_ACK, 7, 9).pack(), b"a forged ack"],
+    ]
+    for message in (*bad, good, *bad):
+        raw.send_multipart(message)
+    deadline = time.monotonic() + 10
+    while relay.metrics.malformed.labels("publish")._value.get() < 10:
+        assert time.monotonic() < deadline, "the relay did not count the malformed messages"
+        time.sleep(0.05)
+    client = RelayClient(settings, context=ctx)
+    with client.subscribe(["BINANCE:BTC/USDT"], ticks=False, timeframes=["1m"]) as late:
+        first = late.recv(5.0)
+        assert first is not None and first.replay and first.seq == 1
+        assert first.model == candle(1)
+    raw.close(linger=0)
+
+
 def test_slow_subscriber_does_not_stall_a_fast_one(ctx):
     settings = make_settings(fanout_sndhwm=2000, fanout_sndbuf=65536)
     n, chunk = 30_000, 500
