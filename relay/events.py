@@ -1,10 +1,13 @@
 """Critical user events: DEALER (user container) -> ROUTER (gateway), acked, exactly once.
 
 :class:`EventSender` gives each event an id and keeps it until an :class:`EventAck` comes
-back; unacknowledged events are resent with exponential backoff and jitter. On ``stop()``
-the still-unacknowledged events are written to disk and ``start()`` sends them again.
+back; unacknowledged events are resent with exponential backoff and jitter. Every event is
+in the sender's write-ahead journal (fsynced) before ``send()`` returns, so a sender killed
+at any point (``kill -9`` included) resends its unacknowledged events on the next
+``start()``; ``stop()`` compacts the journal to just those.
 :class:`EventReceiver` delivers each event id to the application once (it remembers the
-ids it delivered, optionally on disk, and acknowledges duplicates without redelivering).
+last ``max_seen`` ids it delivered, optionally on disk, and acknowledges duplicates without
+redelivering).
 
 Frames: sender -> receiver ``[CriticalEvent]`` (the ROUTER prepends the sender's identity);
 receiver -> sender ``[EventAck]``. Both raw Avro (``relay/schemas/*.avsc``).
@@ -24,7 +27,7 @@ from typing import TextIO
 
 import zmq
 
-from ticklake.relay.event_store import load_events, save_events
+from ticklake.relay.event_store import EventJournal
 from ticklake.relay.sockets import Context, shared_context
 from ticklake.relay.wire import CriticalEvent, EventAck, decode_message, encode_message
 from ticklake.schemas.serde import DecodeError
@@ -32,6 +35,8 @@ from ticklake.schemas.serde import DecodeError
 log = logging.getLogger(__name__)
 
 _TICK_MS = 10
+#: Journal records after which an idle sender (nothing pending) rewrites it empty.
+_COMPACT_RECORDS = 10_000
 
 
 def _now_us() -> int:
@@ -56,9 +61,11 @@ class EventSender:
         context: Context | None = None,
         ack_timeout: float = 0.5,
         max_backoff: float = 5.0,
+        fsync: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self.store_path = store_path
+        self._journal = EventJournal(store_path, fsync=fsync)
         self.source_id = source_id
         self.ack_timeout = ack_timeout
         self.max_backoff = max_backoff
@@ -73,8 +80,8 @@ class EventSender:
 
     def start(self) -> int:
         """Load events a previous run left undelivered, start sending; returns how many."""
-        restored = load_events(self.store_path)
         with self._lock:
+            restored = self._journal.open()
             for event in restored:
                 self._pending[event.event_id] = _Pending(event, 0.0)
         self._stop.clear()
@@ -95,6 +102,7 @@ class EventSender:
             attempt=1,
         )
         with self._lock:
+            self._journal.append(event)  # durable before the caller hears "sent"
             self._pending[event.event_id] = _Pending(event, 0.0)
         return event.event_id
 
@@ -123,7 +131,12 @@ class EventSender:
         with self._lock:
             events = [p.event for p in self._pending.values()]
             self._pending.clear()
-        saved = save_events(self.store_path, events)
+            if events:
+                saved = self._journal.compact(events)
+                self._journal.close()
+            else:
+                saved = 0
+                self._journal.remove()
         if saved:
             log.warning("persisted %d undelivered events to %s", saved, self.store_path)
         return saved
@@ -157,6 +170,9 @@ class EventSender:
         with self._lock:
             if self._pending.pop(ack.event_id, None) is not None:
                 self.acked += 1
+                self._journal.ack(ack.event_id)
+                if self._journal.records > _COMPACT_RECORDS and not self._pending:
+                    self._journal.compact([])
             self._lock.notify_all()
 
     def _send_due(self, sock: zmq.Socket[bytes]) -> None:
@@ -181,8 +197,11 @@ class EventReceiver:
     """The gateway side: bind a ROUTER, deliver each event id once, acknowledge every copy.
 
     ``handler`` runs on the receiver's thread; when it raises, the event is not acknowledged
-    and the sender retries it later. Delivered ids are kept in memory and, with
-    ``seen_path``, appended to a file so that a restarted receiver still deduplicates.
+    and the sender retries it later. The last ``max_seen`` delivered ids are kept in memory
+    and, with ``seen_path``, appended to a file (rewritten to those ids when it grows past
+    twice as many) so that a restarted receiver still deduplicates. A sender resends only
+    until it is acknowledged, so the window needs to cover the ids acknowledged while a
+    sender may still be retrying them, not history.
     """
 
     def __init__(
@@ -193,16 +212,23 @@ class EventReceiver:
         receiver_id: str = "gateway",
         seen_path: Path | None = None,
         context: Context | None = None,
+        max_seen: int = 1_000_000,
     ) -> None:
         self.endpoint = endpoint
         self.handler = handler
         self.receiver_id = receiver_id
         self.seen_path = seen_path
+        self.max_seen = max_seen
         self.delivered = 0
         self.duplicates = 0
-        self._seen: set[str] = set()
+        #: Delivered ids, oldest first (dict: ordered, O(1) membership and eviction).
+        self._seen: dict[str, None] = {}
+        self._seen_lines = 0
+        self._seen_file: TextIO | None = None
         if seen_path is not None and seen_path.exists():
-            self._seen = set(seen_path.read_text().split())
+            ids = seen_path.read_text().split()
+            self._seen = dict.fromkeys(ids[-max_seen:])
+            self._seen_lines = len(ids)
         self._ctx = shared_context(context)
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -236,20 +262,21 @@ class EventReceiver:
             self._ready.set()
             return
         self._ready.set()
-        seen_file = self.seen_path.open("a") if self.seen_path is not None else None
+        self._seen_file = self._open_seen()
         try:
             while not self._stop.is_set():
                 if sock.poll(50):
                     identity, *frames = sock.recv_multipart(zmq.NOBLOCK)
-                    ack = self._on_event(frames, seen_file)
+                    ack = self._on_event(frames)
                     if ack is not None:
                         sock.send_multipart([identity, encode_message(ack)])
         finally:
             sock.close(linger=0)
-            if seen_file is not None:
-                seen_file.close()
+            if self._seen_file is not None:
+                self._seen_file.close()
+                self._seen_file = None
 
-    def _on_event(self, frames: list[bytes], seen_file: TextIO | None) -> EventAck | None:
+    def _on_event(self, frames: list[bytes]) -> EventAck | None:
         try:
             event = decode_message(CriticalEvent, frames[-1])
         except (DecodeError, IndexError):
@@ -264,14 +291,33 @@ class EventReceiver:
             except Exception:
                 log.exception("handler failed on event %s; the sender will retry", event.event_id)
                 return None
-            self._seen.add(event.event_id)
+            self._remember(event.event_id)
             self.delivered += 1
-            if seen_file is not None:
-                seen_file.write(event.event_id + "\n")
-                seen_file.flush()
         return EventAck(
             event_id=event.event_id,
             receiver_id=self.receiver_id,
             duplicate=duplicate,
             acked_ts_us=_now_us(),
         )
+
+    def _open_seen(self) -> TextIO | None:
+        if self.seen_path is None:
+            return None
+        if self._seen_lines > 2 * self.max_seen:  # rewrite with the ids still remembered
+            tmp = self.seen_path.with_name(self.seen_path.name + ".tmp")
+            tmp.write_text("".join(f"{i}\n" for i in self._seen))
+            tmp.replace(self.seen_path)
+            self._seen_lines = len(self._seen)
+        return self.seen_path.open("a")
+
+    def _remember(self, event_id: str) -> None:
+        self._seen[event_id] = None
+        if len(self._seen) > self.max_seen:
+            del self._seen[next(iter(self._seen))]
+        if self._seen_file is not None:
+            self._seen_file.write(event_id + "\n")
+            self._seen_file.flush()
+            self._seen_lines += 1
+            if self._seen_lines > 2 * self.max_seen:
+                self._seen_file.close()
+                self._seen_file = self._open_seen()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -131,3 +133,44 @@ def test_retries_are_deduplicated_by_event_id(tmp_path: Path, ctx) -> None:
     finally:
         receiver2.stop()
         sender2.stop()
+
+
+_KILLED_SENDER = """
+import sys, time
+from pathlib import Path
+from ticklake.relay.events import EventSender
+sender = EventSender(sys.argv[1], Path(sys.argv[2]), source_id="user-9", ack_timeout=0.1)
+sender.start()
+for i in range(5):
+    sender.send("order_fill", f"fill {i}".encode(), event_id=f"fill-{i}")
+print("sent", flush=True)
+time.sleep(60)
+"""
+
+
+def test_events_survive_a_sender_killed_with_sigkill(tmp_path: Path, ctx) -> None:
+    """send() returned means the event is on disk: kill -9 loses nothing."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"  # no receiver yet: nothing can be acked
+    journal = tmp_path / "journal"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SENDER, endpoint, str(journal)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "sent"
+    finally:
+        proc.kill()  # SIGKILL: no stop(), no flush, no atexit
+        proc.wait(10)
+    app = App()
+    receiver = EventReceiver(endpoint, app, context=ctx)
+    receiver.start()
+    sender = EventSender(endpoint, journal, source_id="user-9", context=ctx, ack_timeout=0.1)
+    try:
+        assert sender.start() == 5
+        assert sender.flush(20)
+        assert app.ids() == Counter(f"fill-{i}" for i in range(5))
+    finally:
+        receiver.stop()
+        assert sender.stop() == 0
+    assert not journal.exists()

@@ -10,6 +10,7 @@ import pytest
 import zmq
 
 from ticklake.relay import (
+    EventReceiver,
     InvalidRequestError,
     RelaySettings,
     TimeRangeInFutureError,
@@ -17,7 +18,7 @@ from ticklake.relay import (
 from ticklake.relay import requests as rq
 from ticklake.relay import topics as t
 from ticklake.relay.client import market_topics
-from ticklake.relay.event_store import load_events, save_events
+from ticklake.relay.event_store import EventJournal, load_events, save_events
 from ticklake.relay.history import build_request
 from ticklake.relay.lvc import LastValueCache
 from ticklake.relay.subscription import Subscription
@@ -183,6 +184,58 @@ def test_event_messages_round_trip(tmp_path: Path):
     assert [e.event_id for e in load_events(store)] == ["e1", "e2"]
     assert save_events(store, []) == 0 and not store.exists()
     assert load_events(store) == []
+
+
+def _event(event_id: str) -> CriticalEvent:
+    return CriticalEvent(
+        event_id=event_id, source_id="u1", event_type="order_fill", payload=event_id.encode(),
+        created_ts_us=NOW, attempt=1,
+    )  # fmt: skip
+
+
+def test_event_journal_keeps_unacked_events_and_survives_a_torn_tail(tmp_path: Path):
+    path = tmp_path / "journal"
+    journal = EventJournal(path, fsync=False)
+    assert journal.open() == []
+    for i in range(4):
+        journal.append(_event(f"e{i}"))
+    journal.ack("e1")
+    journal.ack("e3")
+    journal.ack("never-sent")  # an ack without its event is ignored
+    journal.close()
+    with path.open("ab") as f:  # a crash in the middle of the next append
+        f.write(b"E\x00\x00\x01\x00partial")
+    reopened = EventJournal(path, fsync=False)
+    assert [e.event_id for e in reopened.open()] == ["e0", "e2"]
+    reopened.close()
+    # open() compacted the file to the two pending events: a third opening agrees.
+    third = EventJournal(path, fsync=False)
+    assert [e.event_id for e in third.open()] == ["e0", "e2"]
+    assert third.records == 2
+    third.remove()
+    assert not path.exists()
+
+
+def test_event_journal_reads_a_legacy_snapshot(tmp_path: Path):
+    path = tmp_path / "pending.avro"
+    save_events(path, [_event("a"), _event("b")])
+    journal = EventJournal(path, fsync=False)
+    assert [e.event_id for e in journal.open()] == ["a", "b"]
+    journal.remove()
+
+
+def test_receiver_remembers_a_bounded_window_of_ids(tmp_path: Path):
+    seen = tmp_path / "seen"
+    receiver = EventReceiver("inproc://unused", lambda e: None, seen_path=seen, max_seen=3)
+    receiver._seen_file = receiver._open_seen()
+    for i in range(8):
+        receiver._remember(f"id{i}")
+    assert list(receiver._seen) == ["id5", "id6", "id7"]
+    receiver._seen_file.close()
+    # The file was rewritten once it passed 2 x max_seen lines; a restart keeps the window.
+    assert len(seen.read_text().split()) < 8
+    restarted = EventReceiver("inproc://unused", lambda e: None, seen_path=seen, max_seen=3)
+    assert list(restarted._seen) == ["id5", "id6", "id7"]
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch):
