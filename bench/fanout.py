@@ -23,6 +23,7 @@ from typing import Any
 import zmq
 from rich.table import Table
 
+from ticklake.relay.publisher import RelayPublisher
 from ticklake.relay.settings import RelaySettings
 from ticklake.relay.topics import HEADER_SIZE, HEADER_STRUCT, exact_filter
 from ticklake.stack.process import free_port
@@ -63,7 +64,15 @@ def _relay(settings: RelaySettings) -> None:
     Relay(settings).serve()
 
 
-def _publish(settings: RelaySettings, n: int, subscribers: int, started: Any) -> None:
+def _publish(
+    settings: RelaySettings, n: int, subscribers: int, started: Any, done: Any, *, kind: str
+) -> None:
+    """Send n messages once every subscriber is in: bare XPUB sends, or a RelayPublisher.
+
+    Against the relay the publisher is the SDK's ``RelayPublisher``, whose last-value cache
+    (the relay keeps none) is part of what is measured; against the bare proxy it is the
+    same three ``send`` calls without the cache.
+    """
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, HWM)
@@ -75,6 +84,17 @@ def _publish(settings: RelaySettings, n: int, subscribers: int, started: Any) ->
     while seen < subscribers and time.monotonic() < deadline:  # every subscriber is in
         if pub.poll(1000) and pub.recv() == wanted:
             seen += 1
+    if kind == "relay":
+        pub.close(linger=0)
+        relay_pub = RelayPublisher(settings, context=ctx, sndhwm=HWM)
+        relay_pub.wait_ready(30)
+        started.value = time.monotonic()
+        for _ in range(n):
+            relay_pub.publish_raw(TOPIC, PAYLOAD)
+        done.wait(120)  # close() drops what is still queued: wait for the subscribers
+        relay_pub.close()
+        ctx.term()
+        return
     frame = exact_filter(TOPIC)
     send, more, pack = pub.send, zmq.SNDMORE, HEADER_STRUCT.pack
     started.value = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
@@ -140,8 +160,10 @@ def _one_run(kind: str, subscribers: int, n: int) -> tuple[float, int]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     endpoint = settings.connect(settings.subscribe_port)
     subs = [_CountingSubscriber(ctx, endpoint, i) for i in range(subscribers)]
-    started = mpc.Value("d", 0.0)
-    publisher = mpc.Process(target=_publish, args=(settings, n, subscribers, started))
+    started, done = mpc.Value("d", 0.0), mpc.Event()
+    publisher = mpc.Process(
+        target=_publish, args=(settings, n, subscribers, started, done), kwargs={"kind": kind}
+    )
     publisher.start()
     counts = [0] * subscribers
     last = 0.0
@@ -153,6 +175,7 @@ def _one_run(kind: str, subscribers: int, n: int) -> tuple[float, int]:
             last = time.monotonic()
             break
         time.sleep(pause)
+    done.set()
     first = started.value
     publisher.join(30)
     broker.terminate()

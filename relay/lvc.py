@@ -1,11 +1,11 @@
 """The last-value cache: the newest message of every topic, re-sent to late joiners.
 
-Pure data structure (no sockets), so it is unit-tested on its own. The relay feeds it a copy
-of every message that passes the fan-out and asks it, on every new subscription, for the
-cached messages whose topic frame starts with the subscription's filter (ZMQ's own rule).
+Pure data structure (no sockets), so it is unit-tested on its own. A publisher feeds it every
+message it sends and asks it, on every new subscription, for the cached messages whose topic
+frame starts with the subscription's filter (ZMQ's own rule).
 
-:meth:`LastValueCache.put` runs once per message crossing the relay, on the relay's only
-Python thread: it is kept to a few dictionary operations (no header parsing, no metrics).
+:meth:`LastValueCache.store` runs once per message a publisher sends (``relay/publisher.py``
+keeps the cache, not the relay): it is kept to a few dictionary operations.
 """
 
 from __future__ import annotations
@@ -34,11 +34,15 @@ class LastValueCache:
         """Remember a data message; ignores acks, replays and malformed frames."""
         if len(header) != HEADER_SIZE or header[0] & _NOT_DATA or not topic.endswith(TERMINATOR):
             return False
+        self.store(topic, header, payload)
+        return True
+
+    def store(self, topic: bytes, header: bytes, payload: bytes) -> None:
+        """:meth:`put` without the checks, for a publisher's own well-formed messages."""
         last = self._last
         if last.pop(topic, None) is None and len(last) >= self.max_topics:
             del last[next(iter(last))]
         last[topic] = (topic, header, payload)
-        return True
 
     def update(self, frames: list[bytes]) -> bool:
         """:meth:`put` for a received multipart message (any frame count)."""

@@ -1,7 +1,7 @@
 """Prometheus metrics of the relay, on their own registry (two relays in one test process).
 
 Channels: ``publish`` (XSUB, publishers in), ``fanout`` (XPUB, subscribers out), ``request``
-(ROUTER), ``work`` (XPUB work queue), ``lvc`` (replays), ``ack`` (subscription acks).
+(ROUTER), ``work`` (XPUB work queue), ``ack`` (subscription acks).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class RelayMetrics:
         )
         self.messages_out = Counter(
             "ticklake_relay_messages_out",
-            "Messages the relay itself sent per channel (reply, work, lvc, ack); fan-out "
+            "Messages the relay itself sent per channel (reply, work, ack); fan-out "
             "data: see ticklake_relay_frames_out",
             ("channel",),
             registry=r,
@@ -73,13 +73,9 @@ class RelayMetrics:
             ("reason",),
             registry=r,
         )
-        self.lvc_topics = Gauge(
-            "ticklake_relay_lvc_topics", "Topics in the last-value cache", registry=r
-        )
         self.capture_backlog = Gauge(
             "ticklake_relay_capture_backlog",
-            "Queue depth of the last-value cache: messages the proxy forwarded that the cache "
-            "has not processed yet (a growing value means the cache cannot keep up)",
+            "Subscriptions the proxy copied that the control loop has not read yet",
             registry=r,
         )
         self.hwm = Gauge(

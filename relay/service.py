@@ -5,10 +5,12 @@ Threads and sockets (docs/relay.md has the picture):
 - the **fan-out** is libzmq's own proxy (``zmq.proxy_steerable``, C, GIL released) between
   the XSUB that publishers connect to and the XPUB that subscribers connect to, so live data
   crosses the relay without touching Python;
-- the proxy copies every message (data one way, subscriptions the other) to a capture
-  socket; the **control loop** (Python, :meth:`Relay.run`) reads those copies to keep the
-  last-value cache and, on every subscription (``XPUB_VERBOSER`` shows each one), injects
-  the cached values and then an ACK through an inproc publisher into the XSUB side;
+- the proxy copies every message to a capture socket whose only subscriber takes the
+  subscriptions (frames starting with byte 0 or 1), so libzmq discards the data copies in C
+  and the **control loop** (Python, :meth:`Relay.run`) sees only subscriptions: on each one
+  (``XPUB_VERBOSER`` shows each) it injects an ACK through an inproc publisher into the
+  XSUB side. The last-value cache is kept by the publishers (``relay/publisher.py``), which
+  see the same subscriptions through the proxy and replay their cached values;
 - the control loop also serves the ROUTER (client requests), the work-queue XPUB (ingestor
   subscriptions, answered with ACKs), socket monitors (connections) and proxy statistics.
 """
@@ -30,7 +32,6 @@ from zmq.utils.monitor import recv_monitor_message
 
 from ticklake.relay import requests, topics
 from ticklake.relay.errors import RelayError
-from ticklake.relay.lvc import LastValueCache
 from ticklake.relay.metrics import RelayMetrics
 from ticklake.relay.settings import RelaySettings
 from ticklake.relay.topics import FLAG_ACK, Header
@@ -61,7 +62,6 @@ class Relay:
         self.metrics = metrics or RelayMetrics()
         #: Random per start: subscribers see a new epoch in ACKs after a relay restart.
         self.epoch = secrets.randbits(63) | 1
-        self.lvc = LastValueCache(self.settings.lvc_max_topics)
         self.metrics_port = 0
         self._stop = threading.Event()
         self._started = False
@@ -112,7 +112,10 @@ class Relay:
         socks["capture"].bind(capture_ep)
         socks["capture_sub"] = _socket(ctx, zmq.SUB, RCVHWM=s.capture_hwm)
         socks["capture_sub"].connect(capture_ep)
-        socks["capture_sub"].setsockopt(zmq.SUBSCRIBE, b"")
+        # Subscriptions only (they start with byte 0 or 1; topics never do): the data
+        # copies are dropped by libzmq's own prefix filter, never reaching Python.
+        socks["capture_sub"].setsockopt(zmq.SUBSCRIBE, b"\x00")
+        socks["capture_sub"].setsockopt(zmq.SUBSCRIBE, b"\x01")
         socks["control_srv"] = _socket(ctx, zmq.REP)
         socks["control_srv"].bind(control_ep)
         socks["control"] = _socket(ctx, zmq.DEALER)
@@ -236,49 +239,19 @@ class Relay:
     # -- handlers ------------------------------------------------------------------------
 
     def _on_capture(self, sock: zmq.Socket[bytes]) -> None:
-        """One copy from the proxy: a subscription (1 frame) or a data message (3 frames).
+        """A subscription copied by the proxy (the capture's filter lets nothing else in).
 
-        This runs for every message crossing the relay, so it avoids ``recv_multipart``
-        (pyzmq asks libzmq for RCVMORE after every frame: ~5x the cost of three ``recv``).
-        The parts of a multipart message arrive together; each frame is checked as it is
-        read (topic ends with the terminator, header has its size) and one RCVMORE check at
-        the end proves the message had exactly 3 frames. A malformed message is skipped to
-        its own end (RCVMORE) and counted; the proxy forwarded it anyway, only the cache
-        ignores it. (A 2-frame message with a valid-looking header also costs the cache the
-        message after it; the cache then catches up with that topic's next message.)
+        A data message whose topic frame starts with byte 0 or 1 (a broken publisher) also
+        passes the filter: it has more frames, and is skipped and counted.
         """
-        recv = sock.recv
+        message = sock.recv(zmq.NOBLOCK)
         self._captured += 1
-        topic = recv(zmq.NOBLOCK)
-        # Subscriptions start with byte 0 or 1; topics start with a letter or digit.
-        if not topic or topic[0] <= 1 or not topic.endswith(topics.TERMINATOR):
-            if sock.getsockopt(zmq.RCVMORE):
-                self._skip_malformed(sock)
-            elif topic[:1] in (b"\x00", b"\x01"):
-                self._on_fanout_subscription(topic)
-            else:
-                self.metrics.malformed.labels("publish").inc()
-            return
-        try:
-            header = recv(zmq.NOBLOCK)
-        except zmq.Again:  # a 1-frame message that looked like a topic
+        if sock.getsockopt(zmq.RCVMORE):
+            while sock.getsockopt(zmq.RCVMORE):
+                sock.recv(zmq.NOBLOCK)
             self.metrics.malformed.labels("publish").inc()
             return
-        self._captured += 1
-        if len(header) != topics.HEADER_SIZE:
-            self._skip_malformed(sock)
-            return
-        payload = recv(zmq.NOBLOCK)
-        self._captured += 1
-        if sock.getsockopt(zmq.RCVMORE) or not self.lvc.put(topic, header, payload):
-            self._skip_malformed(sock)
-
-    def _skip_malformed(self, sock: zmq.Socket[bytes]) -> None:
-        """Read the rest of a malformed message (up to its last frame) and count it."""
-        while sock.getsockopt(zmq.RCVMORE):
-            sock.recv(zmq.NOBLOCK)
-            self._captured += 1
-        self.metrics.malformed.labels("publish").inc()
+        self._on_fanout_subscription(message)
 
     def _on_fanout_subscription(self, message: bytes) -> None:
         prefix = message[1:]
@@ -288,9 +261,6 @@ class Relay:
             self._fanout_subs += 1
             self.metrics.messages_in.labels("fanout").inc()
             inject = self._sockets["inject"]
-            for frames in self.lvc.matching(prefix):
-                inject.send_multipart(frames)
-                self.metrics.messages_out.labels("lvc").inc()
             inject.send_multipart([prefix, Header(FLAG_ACK, self.epoch, 0).pack(), b""])
             self.metrics.messages_out.labels("ack").inc()
         self.metrics.subscriptions.labels("fanout").set(self._fanout_subs)
@@ -377,5 +347,4 @@ class Relay:
         m.bytes_in.labels("fanout").inc(delta[5])
         m.frames_out.labels("fanout").inc(delta[6])
         m.bytes_out.labels("fanout").inc(delta[7])
-        m.capture_backlog.set(max(0, now[0] + now[4] - self._captured))
-        m.lvc_topics.set(len(self.lvc))
+        m.capture_backlog.set(max(0, now[4] - self._captured))

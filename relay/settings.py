@@ -37,9 +37,11 @@ class RelaySettings(BaseSettings):
     publish_rcvhwm: int = Field(default=100_000, ge=1, description="per publisher, inbound")
     work_sndhwm: int = Field(default=10_000, ge=1, description="work items queued per ingestor")
     capture_hwm: int = Field(
-        default=1_000_000, ge=1, description="copies queued for the last-value cache"
+        default=1_000_000, ge=1, description="subscription copies queued for the control loop"
     )
-    lvc_max_topics: int = Field(default=100_000, ge=1, description="last-value cache size")
+    lvc_max_topics: int = Field(
+        default=100_000, ge=1, description="last-value cache size of each publisher"
+    )
     stats_interval_s: float = Field(default=1.0, gt=0, description="proxy counters refresh")
     reconnect_ivl_ms: int = Field(default=100, ge=1, description="client reconnect interval")
     reconnect_ivl_max_ms: int = Field(default=2_000, ge=0, description="client reconnect cap")

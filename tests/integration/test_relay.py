@@ -155,39 +155,42 @@ def test_last_value_on_join(settings, publisher, ctx):
             publisher.publish(topic, candle(4))
             nxt = late.recv(5.0)
             assert nxt is not None and nxt.seq == 4 and not nxt.replay
-        # The early subscriber also saw the replay on the wire, and dropped it.
+        # The early subscriber also saw the replay on the wire, and dropped it (once per
+        # subscription message of the late one: the SDK may resubscribe before its ACK).
         nxt = early.recv(5.0)
         assert nxt is not None and nxt.seq == 4
-        assert early.stats.duplicates == 1
+        assert early.stats.duplicates >= 1
 
 
-def test_malformed_publisher_messages_leave_the_last_value_cache_in_step(settings, relay, ctx):
-    """The cache reads the proxy's copies frame by frame; bad messages must not shift it."""
+def test_malformed_publisher_messages_do_not_disturb_the_relay(settings, publisher, relay, ctx):
+    """Bad frames from a broken publisher reach subscribers as counted malformed messages."""
     raw = ctx.socket(zmq.XPUB)
     raw.setsockopt(zmq.LINGER, 0)
     raw.connect(settings.connect(settings.publish_port))
     assert raw.poll(10_000) and raw.recv() == b"\x01"  # the relay subscribed
     topic = "BINANCE:BTC/USDT|ohlc:1m"
     frame = t.exact_filter(topic)
-    good = [frame, t.Header(0, 7, 1).pack(), encode(candle(1))]
-    bad: list[list[bytes]] = [
-        [b"one frame only"],
-        [frame, b"two frames"],
-        [frame, t.Header(0, 7, 9).pack(), b"four", b"frames"],
-        [b"\x01not a subscription", t.Header(0, 7, 9).pack(), b"x"],
-        [frame, t.Header(t.FLAG_ACK, 7, 9).pack(), b"a forged ack"],
-    ]
-    for message in (*bad, good, *bad):
-        raw.send_multipart(message)
-    deadline = time.monotonic() + 10
-    while relay.metrics.malformed.labels("publish")._value.get() < 10:
-        assert time.monotonic() < deadline, "the relay did not count the malformed messages"
-        time.sleep(0.05)
     client = RelayClient(settings, context=ctx)
+    with client.subscribe(["BINANCE:BTC/USDT"], ticks=False, timeframes=["1m"]) as sub:
+        for message in (
+            [frame, b"two frames"],
+            [frame, t.Header(0, 7, 9).pack(), b"four", b"frames"],
+            [b"\x01looks like a subscription", t.Header(0, 7, 9).pack(), b"x"],
+            [frame, t.Header(0, 7, 1).pack(), b"not avro"],
+        ):
+            raw.send_multipart(message)
+        publisher.publish(topic, candle(1))
+        got = sub.recv(5.0)
+        assert got is not None and got.model == candle(1)
+        assert sub.stats.malformed == 3  # the 2-, 4- and undecodable 3-frame ones
+    deadline = time.monotonic() + 10
+    while relay.metrics.malformed.labels("publish")._value.get() < 1:
+        assert time.monotonic() < deadline, "the relay did not count the bad subscription"
+        time.sleep(0.05)
+    # The relay still serves new subscriptions (ACK) and the publisher's last value.
     with client.subscribe(["BINANCE:BTC/USDT"], ticks=False, timeframes=["1m"]) as late:
         first = late.recv(5.0)
-        assert first is not None and first.replay and first.seq == 1
-        assert first.model == candle(1)
+        assert first is not None and first.replay and first.model == candle(1)
     raw.close(linger=0)
 
 
@@ -278,6 +281,10 @@ def test_relay_restart_resubscribes_automatically(ctx):
                     after = message
             assert after is not None, "no message through the restarted relay"
             assert len(sub.stats.relay_epochs) == 2  # ACKed again by the new relay
+            # The last value lives with the publisher, so it survives the relay's restart.
+            with RelayClient(settings, context=ctx).subscribe(["BINANCE:BTC/USDT"]) as late:
+                first = late.recv(10.0)
+                assert first is not None and first.replay and first.seq == i
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
