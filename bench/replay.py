@@ -9,12 +9,14 @@ then per run measures in a fresh child process:
 - ``replay``: ``ticklake.ingestors.replay.replay()`` of the whole tape (plain and gzipped);
 - ``bare producer``: the practical limit, a confluent-kafka loop producing the very same
   pre-encoded keys and values (encoded before the clock starts) with the same producer
-  settings and headers to a topic of the same layout, then ``flush()``.
+  settings and headers, and the very same ``produce()`` call (positional arguments, the
+  header as a list), to a topic of the same layout, then ``flush()``.
 
 Each prints trades/s and CPU seconds (process CPU time, all threads, over the measured
 section only: the bare loop's pre-encoding is not counted) and the child's peak RSS (the bare
-child holds every pre-encoded record in memory): median of the runs with min and max, and
-the ratio replay / bare. Asserts nothing.
+child holds every pre-encoded record in memory), CPU µs per trade and the 1-minute load
+average when the child started: median of the runs with min and max, and the ratio replay /
+bare of the median trades/s. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -138,14 +140,20 @@ def _worker(mode: str, tape: Path, bootstrap: str) -> None:
             {**REPLAY_PRODUCER_CONFIG, "bootstrap.servers": bootstrap, "on_delivery": on_delivery}
         )
         produce, poll = producer.produce, producer.poll
-        headers: dict[str, str | bytes | None] = dict([schema_header(Trade)])
+        # The very call the replay makes: positional arguments, the header as a list.
+        headers: list[tuple[str, str | bytes | None]] = [schema_header(Trade)]
         cpu0, t0 = time.process_time(), time.monotonic()
         for key, value in records:
             try:
-                produce(topic, value, key, headers=headers)
+                produce(topic, value, key, -1, None, None, 0, headers)
             except BufferError:
-                poll(0.05)
-                produce(topic, value, key, headers=headers)
+                while True:  # the local queue is full: let librdkafka drain it
+                    poll(0.05)
+                    try:
+                        produce(topic, value, key, -1, None, None, 0, headers)
+                        break
+                    except BufferError:
+                        continue
         remaining = producer.flush(120)
         elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
         count, failed = len(records) - failures[0] - remaining, failures[0] + remaining
@@ -158,6 +166,7 @@ def _measure(mode: str, tape: Path, bootstrap: str) -> dict[str, float]:
     """Run one child; trades/s and CPU (all its threads) over the measured section, from
     the child itself; peak RSS of the whole child from wait4()."""
     cmd = [sys.executable, "-m", "ticklake.bench.replay", "--worker", mode, str(tape), bootstrap]
+    load = os.getloadavg()[0]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     out = proc.stdout.read()
@@ -171,7 +180,9 @@ def _measure(mode: str, tape: Path, bootstrap: str) -> dict[str, float]:
         "failed": data["failed"],
         "elapsed": data["elapsed"],
         "cpu": data["cpu"],
+        "cpu_us": data["cpu"] / max(data["count"], 1) * 1e6,
         "rss": usage.ru_maxrss / 1024,
+        "load": load,
     }
 
 
@@ -220,10 +231,11 @@ def _runs(
             results.setdefault(label, []).append(m)
             console.print(
                 f"run {i + 1}/{runs} {label}: {m['rate']:,.0f} trades/s, cpu {m['cpu']:.1f}s, "
-                f"rss {m['rss']:.0f} MiB, failed {m['failed']:.0f}"
+                f"rss {m['rss']:.0f} MiB, failed {m['failed']:.0f}, load {m['load']:.1f}"
             )
     table = Table(title=f"replay into Kafka: {trades:,} trades, {runs} runs, median (min, max)")
-    for col in ("case", "trades/s", "CPU s", "peak RSS MiB", "vs bare"):
+    cols = ("case", "trades/s", "CPU s", "CPU µs/trade", "peak RSS MiB", "load 1m", "vs bare")
+    for col in cols:
         table.add_column(col, justify="right" if col != "case" else "left")
     bare = statistics.median(m["rate"] for m in results["bare producer, pre-encoded"])
     for label, ms in results.items():
@@ -232,7 +244,9 @@ def _runs(
             label,
             _fmt(rates, ",.0f"),
             _fmt([m["cpu"] for m in ms], ".1f"),
+            _fmt([m["cpu_us"] for m in ms], ".2f"),
             _fmt([m["rss"] for m in ms], ".0f"),
+            _fmt([m["load"] for m in ms], ".1f"),
             f"{statistics.median(rates) / bare:.2f}",
         )
     return table
@@ -249,7 +263,7 @@ def main() -> None:
         mode, tape, bootstrap = args.worker
         _worker(mode, Path(tape), bootstrap)
         return
-    Console().print(run(args.trades, args.runs, args.bootstrap))
+    Console(width=200).print(run(args.trades, args.runs, args.bootstrap))
 
 
 if __name__ == "__main__":

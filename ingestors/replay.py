@@ -5,12 +5,16 @@ Every data line of the tape becomes exactly one message: a ``Trade`` on the raw-
 ``DeadLetter`` on the dead-letter topic with the line number, the reason and the raw line.
 Nothing else is dropped (blank lines carry nothing and are only counted).
 
-Throughput (``docs/replay.md``, ``bench/replay.py``) comes from a fast path that validates
-and encodes a row without building a pydantic model: :class:`FastTradeEncoder` accepts only
-rows the ``Trade`` model certainly accepts and writes the bytes fastavro would write
-(``tests/unit/test_ingest_replay_fast.py`` proves both on random and edge-case rows). Any row
-the fast path does not accept takes the slow path: parse (``TardisTape.parse``), build the
-model, ``serde.encode``; so the model stays the only judge of what is a valid trade.
+Throughput (``docs/replay.md``, ``bench/replay.py``) comes from two fast paths, neither
+of which builds a pydantic model. At full speed, blocks of rows are parsed by pyarrow and
+validated and encoded column-wise (:class:`~ticklake.ingestors.replay_blocks.BlockEncoder`),
+so the per-row Python is one positional ``produce()`` call. Rows the block path does not
+take go, in tape order, to :class:`FastTradeEncoder`, which validates and encodes one row;
+both accept only rows the ``Trade`` model certainly accepts and write the bytes fastavro
+would write (``tests/unit/test_ingest_replay_blocks.py`` and
+``tests/unit/test_ingest_replay_fast.py`` prove both on random and edge-case rows). Any row
+neither accepts takes the slow path: parse (``TardisTape.parse``), build the model,
+``serde.encode``; so the model stays the only judge of what is a valid trade.
 
 Pacing (``speed``) schedules each record against a monotonic clock anchored at the first
 record (``due = t0 + (ts - ts0) / speed``), so sleeps never accumulate drift.
@@ -34,9 +38,12 @@ import click
 from pydantic import ValidationError
 
 from ticklake.errors import TickLakeError
+from ticklake.ingestors.replay_blocks import BlockEncoder, EncodedBlock
 from ticklake.ingestors.tardis import (
+    Record,
     RowError,
     SymbolResolver,
+    TapeBlock,
     TapeError,
     TardisTape,
     parse_timestamp,
@@ -65,7 +72,12 @@ REPLAY_PRODUCER_CONFIG: dict[str, Any] = {
 #: With pacing, send promptly instead of filling large batches.
 PACED_LINGER_MS = 5
 FLUSH_TIMEOUT_S = 120.0
-_HOUSEKEEPING_MASK = (1 << 14) - 1  # poll and update progress every 16384 rows
+#: Poll, update progress and check for a stop between blocks, and every this many rows
+#: that take the per-row path.
+_HOUSEKEEPING_ROWS = 1 << 14
+#: A header list, positional arguments: the cheapest ``produce()`` call (about half the
+#: cost of ``headers=`` as a keyword with a dict); ``None`` callbacks mean the producer's.
+Headers = list[tuple[str, bytes]]
 
 
 class ReplayError(TickLakeError):
@@ -341,12 +353,12 @@ class _Replay:
         self.dead_letter_topic = dead_letter_topic
         self.ingestor_id = ingestor_id
         self.fast = FastTradeEncoder(ingestor_id)
+        self.headers: Headers = [schema_header(Trade)]
         self.result = ReplayResult(file=str(tape.path))
         self.trades_sent = 0
         self.letters_sent = 0
         self.failed_trades = 0
         self.failed_letters = 0
-        self.slow_rows = 0
         self.rows = 0
         self.fatal: str | None = None
 
@@ -365,17 +377,25 @@ class _Replay:
             self.fatal = str(err)
         log.warning("kafka: %s", err)
 
-    def send(self, topic: str, key: bytes, value: bytes, headers: dict[str, bytes]) -> None:
+    def send(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers)
+                self.producer.produce(topic, value, key, -1, None, None, 0, headers)
                 return
             except BufferError:  # the local queue is full: let librdkafka drain it
                 self.producer.poll(0.05)
 
+    def row(self, n: int, raw: str, fields: list[str]) -> None:
+        """One row on the per-row path: the fast encoder, else the slow path."""
+        encoded = self.fast.encode(fields)
+        if encoded is None:
+            self.slow(n, raw, fields)
+            return
+        self.send(self.topic, encoded[0], encoded[1], self.headers)
+        self.trades_sent += 1
+
     def slow(self, n: int, raw: str, fields: list[str]) -> None:
         """Parse, validate with the model, then produce the trade or its dead letter."""
-        self.slow_rows += 1
         item = self.tape.parse(n, raw, fields)
         if isinstance(item, RowError):
             self.dead_letter(item)
@@ -399,7 +419,7 @@ class _Replay:
             )
             return
         self.fast.learn_market(fields[0], fields[1], trade)
-        self.send(self.topic, RAW_TRADES.key(trade), encode(trade), dict([schema_header(Trade)]))
+        self.send(self.topic, RAW_TRADES.key(trade), encode(trade), self.headers)
         self.trades_sent += 1
 
     def dead_letter(self, row: RowError) -> None:
@@ -426,7 +446,7 @@ class _Replay:
             self.dead_letter_topic,
             DEAD_LETTERS.key(letter),
             encode(letter),
-            dict([schema_header(DeadLetter)]),
+            [schema_header(DeadLetter)],
         )
         self.letters_sent += 1
 
@@ -518,7 +538,7 @@ def _pump(
     progress: bool,
     stop: Callable[[], bool],
 ) -> None:
-    """The hot loop: read, fast-encode (or take the slow path), produce."""
+    """The hot loop: read, encode, produce; with a progress bar on stderr if asked."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -529,16 +549,6 @@ def _pump(
         TransferSpeedColumn,
     )
 
-    produce = run.producer.produce
-    poll = run.producer.poll
-    encode_fast = run.fast.encode
-    slow = run.slow
-    topic = run.topic
-    headers = dict([schema_header(Trade)])
-    records: Iterator[tuple[int, str, list[str]]] = tape.records()
-    if speed is not None:
-        records = Pacer(speed, sleep=lambda s: poll(min(s, 0.1))).paced(records, stop)
-    rows = 0
     bar = Progress(
         TextColumn("[bold]replay[/bold] {task.fields[rows]:,} rows"),
         BarColumn(),
@@ -551,26 +561,115 @@ def _pump(
     )
     with bar:
         task = bar.add_task("replay", total=tape.size, rows=0)
-        for rows, (n, raw, fields) in enumerate(itertools.islice(records, limit), 1):
-            if not rows & _HOUSEKEEPING_MASK or (speed is not None and stop()):
-                if stop():  # checked between rows, so every count stays exact
-                    run.result.interrupted = True
-                    break
-                poll(0)
-                bar.update(task, completed=tape.bytes_read(), rows=rows)
-                if run.fatal:
-                    raise ReplayError(f"the Kafka producer failed: {run.fatal}")
-            encoded = encode_fast(fields)
-            if encoded is None:
-                slow(n, raw, fields)
-                continue
-            try:
-                produce(topic, encoded[1], encoded[0], headers=headers)
-            except BufferError:
-                run.send(topic, encoded[0], encoded[1], headers)
-        bar.update(task, completed=tape.size, rows=rows)
-    run.rows = rows - run.result.interrupted
-    run.trades_sent += run.rows - run.slow_rows
+
+        def housekeeping() -> bool:
+            """Between rows: True to stop; else poll and show progress."""
+            if stop():  # checked between rows, so every count stays exact
+                run.result.interrupted = True
+                return True
+            run.producer.poll(0)
+            bar.update(task, completed=tape.bytes_read(), rows=run.rows)
+            if run.fatal:
+                raise ReplayError(f"the Kafka producer failed: {run.fatal}")
+            return False
+
+        if speed is None:
+            _pump_blocks(run, tape, limit, housekeeping)
+        else:
+            _pump_paced(run, tape, speed=speed, limit=limit, housekeeping=housekeeping, stop=stop)
+        bar.update(task, completed=tape.size, rows=run.rows)
+
+
+def _pump_blocks(
+    run: _Replay, tape: TardisTape, limit: int | None, housekeeping: Callable[[], bool]
+) -> None:
+    """Full speed: blocks of rows encoded at once (:class:`BlockEncoder`), each row a bare
+    ``produce()``; rows the block path rejects, and lines pyarrow does not take, go through
+    :meth:`_Replay.row` in tape order."""
+    blocks = BlockEncoder(run.fast.ingestor, run.fast.markets)
+    since = 0  # rows on the per-row path since the last housekeeping
+    for item in tape.blocks():
+        if isinstance(item, TapeBlock):
+            since = 0
+            if housekeeping():
+                return
+            if limit is not None and run.rows + item.rows > limit:  # the limit ends in here
+                _per_row(run, tape, item.records(), limit)
+                return
+            _send_block(run, tape, item, blocks.encode(item))
+            continue
+        if since >= _HOUSEKEEPING_ROWS:  # a record of a part read line by line
+            since = 0
+            if housekeeping():
+                return
+        if limit is not None and run.rows >= limit:
+            return
+        run.row(*item)
+        run.rows += 1
+        since += 1
+
+
+def _send_block(run: _Replay, tape: TardisTape, block: TapeBlock, encoded: EncodedBlock) -> None:
+    """Produce the encoded rows and the rejected ones (per row), in tape order."""
+    keys, values, rejected = encoded.keys, encoded.values, encoded.rejected
+    if not rejected:
+        _produce_all(run, values, keys)
+        return
+    records = block.records()
+    start = 0
+    for end in [*rejected, block.rows]:  # the runs of encoded rows between rejected ones
+        _produce_all(run, values[start:end], keys[start:end])
+        if end < block.rows:
+            _per_row(run, tape, records[end : end + 1], None)
+        start = end + 1
+
+
+def _produce_all(run: _Replay, values: list[bytes], keys: list[bytes]) -> None:
+    """The hot loop: one positional ``produce()`` per encoded trade."""
+    produce, topic, headers = run.producer.produce, run.topic, run.headers
+    for value, key in zip(values, keys, strict=True):
+        try:
+            produce(topic, value, key, -1, None, None, 0, headers)
+        except BufferError:  # the local queue is full: poll until it takes the message
+            run.send(topic, key, value, headers)
+    run.trades_sent += len(values)
+    run.rows += len(values)
+
+
+def _per_row(
+    run: _Replay, tape: TardisTape, records: list[Record | None], limit: int | None
+) -> None:
+    """Rows of a block on the per-row path (None: a blank line), up to ``limit`` rows."""
+    for record in records:
+        if limit is not None and run.rows >= limit:
+            return
+        if record is None:
+            tape.blank_lines += 1
+        else:
+            run.row(*record)
+            run.rows += 1
+
+
+def _pump_paced(
+    run: _Replay,
+    tape: TardisTape,
+    *,
+    speed: float,
+    limit: int | None,
+    housekeeping: Callable[[], bool],
+    stop: Callable[[], bool],
+) -> None:
+    """At ``speed`` x real time: row by row, each when it is due (:class:`Pacer`)."""
+    poll = run.producer.poll
+    records: Iterator[Record] = Pacer(speed, sleep=lambda s: poll(min(s, 0.1))).paced(
+        tape.records(), stop
+    )
+    row = run.row
+    for n, raw, fields in itertools.islice(records, limit):
+        if (stop() or not (run.rows + 1) % _HOUSEKEEPING_ROWS) and housekeeping():
+            return
+        row(n, raw, fields)
+        run.rows += 1
 
 
 # -- the command --------------------------------------------------------------------------

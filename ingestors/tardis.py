@@ -8,9 +8,11 @@ Tardis (https://docs.tardis.dev/downloadable-csv-files#trades) writes one trade 
 with timestamps in epoch microseconds, usually gzipped. :class:`TardisTape` reads such a file
 (gzip detected by its magic bytes, not by the name) line by line in constant memory and
 yields, per data line, either a :class:`TardisRow` or a :class:`RowError` (line number, raw
-line, reason code, reason). It only parses: whether a row is a valid trade (timestamps in
-range, positive prices that fit ``DECIMAL(18, 8)``) is the wire model's call
-(``ticklake.schemas.Trade``), which the replay applies.
+line, reason code, reason); :meth:`TardisTape.blocks` reads it in blocks parsed by pyarrow
+(:class:`TapeBlock`) with the same line numbers, for the replay's columnar path. It only
+parses: whether a row is a valid trade (timestamps in range, positive prices that fit
+``DECIMAL(18, 8)``) is the wire model's call (``ticklake.schemas.Trade``), which the replay
+applies.
 
 Normalization (``docs/replay.md``):
 
@@ -32,11 +34,14 @@ import gzip
 import io
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Literal
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from ticklake.errors import TickLakeError
 
@@ -81,6 +86,26 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1
 _EXCHANGE = re.compile(r"[A-Z0-9][A-Z0-9_-]*\Z")
 _ASSET = re.compile(r"[A-Za-z0-9._-]+\Z")
 _GZIP_MAGIC = b"\x1f\x8b"
+#: Bytes of the file read per block by :meth:`TardisTape.blocks` (then cut after a newline).
+BLOCK_BYTES = 1 << 21
+
+#: ``(line number, raw line without its end, fields)``: one data line, split.
+Record = tuple[int, str, list[str]]
+
+_CSV_PARSE = pacsv.ParseOptions(
+    delimiter=",",
+    quote_char=False,
+    double_quote=False,
+    escape_char=False,
+    newlines_in_values=False,
+    ignore_empty_lines=False,  # a blank line stays a row: row i is line first_line + i
+)
+_CSV_CONVERT = pacsv.ConvertOptions(
+    column_types=dict.fromkeys(TARDIS_COLUMNS, pa.binary()),  # the bytes, unconverted
+    strings_can_be_null=False,
+    quoted_strings_can_be_null=False,
+    check_utf8=False,
+)
 
 ReasonCode = Literal[
     "MALFORMED_ROW",
@@ -128,6 +153,35 @@ class RowError:
     exchange: str | None = None
     symbol: str | None = None
     timestamp_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TapeBlock:
+    """Consecutive data lines of a tape, parsed by pyarrow's CSV reader into eight binary
+    columns (the raw bytes of each field; no quoting, since the lines have no quote).
+
+    Row ``i`` of :attr:`table` is physical line ``first_line + i``: pyarrow and
+    :meth:`TardisTape.records` split lines alike (at ``\\n``, ``\\r\\n`` or a lone ``\\r``),
+    and a blank line is a row whose fields are all empty (not a record:
+    :meth:`records` skips it, the caller counts it in ``TardisTape.blank_lines``).
+    """
+
+    first_line: int
+    data: bytes
+    table: pa.Table
+
+    @property
+    def rows(self) -> int:
+        return int(self.table.num_rows)
+
+    def records(self) -> list[Record | None]:
+        """Per row, the record :meth:`TardisTape.records` gives, or None for a blank line."""
+        text = io.StringIO(self.data.decode("utf-8", "surrogateescape"), newline="")
+        out: list[Record | None] = []
+        for n, line in enumerate(text, self.first_line):
+            raw = line.rstrip("\r\n")
+            out.append((n, raw, raw.split(",")) if raw else None)
+        return out
 
 
 class SymbolError(ValueError):
@@ -231,6 +285,7 @@ class TardisTape:
         self.gzipped = False
         self._raw: IO[bytes] | None = None
         self._text: io.TextIOWrapper | None = None
+        self._header_bytes = 0
         self._markets: dict[tuple[str, str], tuple[str, str] | RowError] = {}
 
     # -- opening ---------------------------------------------------------------------------
@@ -251,9 +306,7 @@ class TardisTape:
         self._raw = raw
         self.gzipped = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
-        binary: IO[bytes] = raw
-        if self.gzipped:  # a large buffer: GzipFile's own reads are small and slow in Python
-            binary = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), 1 << 20)
+        binary = self._binary(raw)
         self._text = io.TextIOWrapper(
             binary, encoding="utf-8", errors="surrogateescape", newline=""
         )
@@ -273,6 +326,13 @@ class TardisTape:
                 hint="replay reads Tardis 'trades' CSV files (plain or .gz), "
                 "not book, quote or derivative-ticker data",
             )
+        # Decoding with surrogateescape is lossless: this is the header's length in the file.
+        self._header_bytes = len(header.encode("utf-8", "surrogateescape"))
+
+    def _binary(self, raw: IO[bytes]) -> IO[bytes]:
+        if self.gzipped:  # a large buffer: GzipFile's own reads are small and slow in Python
+            return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), 1 << 20)
+        return raw
 
     def close(self) -> None:
         if self._text is not None:
@@ -294,7 +354,7 @@ class TardisTape:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def records(self) -> Iterator[tuple[int, str, list[str]]]:
+    def records(self) -> Iterator[Record]:
         """``(line number, raw line without its end, fields)`` per non-blank data line.
 
         The header is line 1. Lines without quotes are split on commas; a line with quotes
@@ -304,14 +364,19 @@ class TardisTape:
         text = self._text
         if text is None:
             raise TapeError(f"tape {self.path} is not open")
-        n = 1
+        yield from self._line_records(text, text.readline, 1)
+
+    def _line_records(
+        self, lines: Iterable[str], readline: Callable[[], str], n: int
+    ) -> Generator[Record, None, int]:
+        """The records of ``lines`` after line ``n``; returns the last line number."""
         try:
-            for line in text:
+            for line in lines:
                 n += 1
                 if '"' in line:
                     parts = [line]
                     while sum(p.count('"') for p in parts) % 2:
-                        more = text.readline()
+                        more = readline()
                         if not more:
                             break
                         parts.append(more)
@@ -327,10 +392,65 @@ class TardisTape:
                     continue
                 yield n, raw, raw.split(",")
         except (OSError, EOFError) as exc:  # corrupt or truncated gzip stream
-            raise TapeError(
-                f"cannot read tape {self.path} after line {n}: {exc}",
-                hint="the file is truncated or corrupt; re-download it",
-            ) from exc
+            raise self._read_error(n, exc) from exc
+        return n
+
+    def _read_error(self, n: int, exc: Exception) -> TapeError:
+        return TapeError(
+            f"cannot read tape {self.path} after line {n}: {exc}",
+            hint="the file is truncated or corrupt; re-download it",
+        )
+
+    def blocks(self, size: int = BLOCK_BYTES) -> Iterator[TapeBlock | Record]:
+        """The data lines in blocks of about ``size`` bytes, for a columnar reader.
+
+        Lines without quotes come as a :class:`TapeBlock` (parsed by pyarrow); a block with a
+        quote, or with a line that has not eight fields, is read line by line exactly as
+        :meth:`records` reads it and comes as its records. Line numbers and
+        :attr:`blank_lines` are those :meth:`records` gives. Reads the file from the start
+        again: use either this or :meth:`records` on an open tape.
+        """
+        if self._text is None:
+            raise TapeError(f"tape {self.path} is not open")
+        self.close()
+        raw = self._raw = self.path.open("rb")
+        binary = self._binary(raw)
+        n = 1
+        pending = b""
+
+        def chunk() -> bytes:
+            """The next bytes of whole lines (the last line of the file may have no end)."""
+            nonlocal pending
+            while True:
+                try:
+                    data = binary.read(size)
+                except (OSError, EOFError) as exc:
+                    raise self._read_error(n, exc) from exc
+                if not data:
+                    out, pending = pending, b""
+                    return out
+                data = pending + data if pending else data
+                cut = data.rfind(b"\n") + 1
+                if cut:
+                    out, pending = data[:cut], data[cut:]
+                    return out
+                pending = data
+
+        try:
+            skip = binary.read(self._header_bytes)
+        except (OSError, EOFError) as exc:
+            raise self._read_error(n, exc) from exc
+        if len(skip) != self._header_bytes:
+            raise self._read_error(n, EOFError("the header changed while reading"))
+        while data := chunk():
+            table = _parse_block(data) if b'"' not in data else None
+            if table is not None:
+                block = TapeBlock(n + 1, data, table)
+                yield block
+                n += block.rows
+            else:
+                feed = _LineFeed(data, chunk)
+                n = yield from self._line_records(feed, feed.readline, n)
 
     def __iter__(self) -> Iterator[TardisRow | RowError]:
         for n, raw, fields in self.records():
@@ -389,3 +509,47 @@ class TardisTape:
             return error("INVALID_AMOUNT", f"amount {amount!r} is not a decimal number", ts_us)
         return TardisRow(line, raw, exchange, symbol, ts_us, lts_us, trade_id,
                          side, price_d, amount_d)  # type: ignore[arg-type]  # fmt: skip
+
+
+def _parse_block(data: bytes) -> pa.Table | None:
+    """Lines without quotes as eight binary columns; None if a line has not eight fields."""
+    try:
+        return pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(
+                column_names=TARDIS_COLUMNS, use_threads=False, block_size=len(data) + 1
+            ),
+            parse_options=_CSV_PARSE,
+            convert_options=_CSV_CONVERT,
+        )
+    except pa.ArrowInvalid:
+        return None
+
+
+class _LineFeed:
+    """The lines of one block's text (as a text file with ``newline=""`` splits them);
+    :meth:`readline` goes on into the next blocks, for a quoted field spanning lines."""
+
+    def __init__(self, data: bytes, more: Callable[[], bytes]) -> None:
+        self._lines = self._split(data)
+        self._more = more
+
+    @staticmethod
+    def _split(data: bytes) -> Iterator[str]:
+        return iter(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""))
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._lines)
+
+    def readline(self) -> str:
+        line = next(self._lines, None)
+        while line is None:
+            data = self._more()
+            if not data:
+                return ""
+            self._lines = self._split(data)
+            line = next(self._lines, None)
+        return line

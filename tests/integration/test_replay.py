@@ -190,12 +190,12 @@ def test_stop_flushes_what_was_read_and_counts_exactly(conn: Connections, tmp_pa
     """A stop request (SIGTERM, Ctrl-C in the command) ends between rows, after a flush."""
     topic = f"test.replay.stop.{uuid.uuid4().hex[:8]}"
     tape = tmp_path / "long.csv"
-    make_tape(tape, 40_000, seed=4)
+    lines = make_tape(tape, 80_000, seed=4)  # about 6 MiB: several blocks
     calls = []
 
     def stop() -> bool:
         calls.append(1)
-        return len(calls) >= 2  # checked every 16384 rows: stops after row 32767
+        return len(calls) >= 2  # checked between blocks: stops after the first one
 
     result = replay(
         tape,
@@ -205,8 +205,13 @@ def test_stop_flushes_what_was_read_and_counts_exactly(conn: Connections, tmp_pa
         stop=stop,
     )
     assert result.interrupted
-    assert result.rows_read == 2 * 16384 - 1
+    assert 0 < result.rows_read < 80_000
     assert result.failed == 0
     assert result.produced + result.dead_lettered == result.rows_read
-    assert len(consume(conn, topic, result.produced)) == result.produced
+    # Exactly the first rows_read data lines were sent, in tape order.
+    read = [line for line in lines[1:] if line][: result.rows_read]
+    expected = expected_trades([HEADER, *read], "replay:long.csv")
+    assert result.produced == len(expected)
+    got = [decode(Trade, m.value()).trade_id for m in consume(conn, topic, result.produced)]
+    assert sorted(got, key=int) == [e[5] for e in expected]
     assert len(consume(conn, f"{topic}.dlq", result.dead_lettered)) == result.dead_lettered
