@@ -6,6 +6,8 @@ import argparse
 
 from rich.console import Console
 
+from ticklake.bench.risk import add_arguments as risk_arguments
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
@@ -26,6 +28,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--hours-per-append", type=int, default=6)
     p.add_argument("--runs", type=int, default=3)
+    p = sub.add_parser("candles", help="candles from trades: ticklake vs Quix Streams vs a loop")
+    p.add_argument("--records", type=int, default=5_000_000, help="tape size (default 5M)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument(
+        "--contenders",
+        default="raw,dict,p1,p2,quix,p1:kafka,p2:kafka,p1:iceberg,p2:iceberg",
+        help="in run order: raw, dict, quix, pN[:all|kafka|iceberg][:nolive] (the job)",
+    )
+    p = sub.add_parser("freshness", help="trade produced -> live trade/candle/subscriber latency")
+    p.add_argument("--rates", default="1000,10000,50000", help="trades/s, comma-separated")
+    p.add_argument("--seconds", type=float, default=20.0, help="per rate")
+    p.add_argument("--runs", type=int, default=1)
+    risk_arguments(sub.add_parser("risk", help="risk job: decision and breach -> halt latency"))
     args = parser.parse_args(argv)
     if args.name == "stack":
         from ticklake.bench import stack_up
@@ -44,6 +59,21 @@ def main(argv: list[str] | None = None) -> None:
         from ticklake.bench import fanout
 
         Console().print(fanout.run(args.runs))
+    elif args.name == "candles":
+        from ticklake.bench import candles
+
+        order = tuple(s for s in args.contenders.split(",") if s)
+        Console(width=180).print(candles.run(args.records, args.runs, order))
+
+    elif args.name == "risk":
+        from ticklake.bench import risk
+
+        Console().print(risk.run_from(args))
+    elif args.name == "freshness":
+        from ticklake.bench import freshness
+
+        rates = [int(r) for r in args.rates.split(",") if r]
+        Console().print(freshness.run(rates, args.seconds, args.runs))
 
 
 if __name__ == "__main__":

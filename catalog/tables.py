@@ -32,6 +32,8 @@ DEFAULT_NAMESPACE = "market"
 TRADES = "trades"
 CANDLES = "candles"
 LATE_TRADES = "late_trades"
+ALERTS = "alerts"
+HISTORY_COVERAGE = "history_coverage"
 
 #: Properties of every market table. Flink writes GZIP Parquet unless the table says
 #: otherwise; 128 MiB files are the usual Iceberg target (compaction aims at it too).
@@ -139,6 +141,46 @@ TABLES: tuple[TableDef, ...] = (
 )
 
 
+#: Ranges that history requests have put into the lake (``catalog/coverage.py``).
+HISTORY_COVERAGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("exchange", "string"),
+    ("symbol", "string"),
+    ("data_type", "string"),
+    ("timeframe", "string"),
+    ("start_ts", "timestamptz"),
+    ("start_ts_us", "long"),
+    ("end_ts_us", "long"),
+    ("row_count", "long"),
+    ("request_id", "string"),
+    ("snapshot_id", "long"),
+    ("recorded_ts_us", "long"),
+)
+COVERAGE_TABLE = TableDef(HISTORY_COVERAGE, HISTORY_COVERAGE_COLUMNS, "start_ts", ("end_ts_us",))
+
+
+#: Pattern matches of the CEP job (``jobs/cep.py``), the layout of ``schemas/alert.avsc``
+#: plus ``window_start`` (the partition and sort time).
+ALERT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("alert_id", "string"),
+    ("pattern", "string"),
+    ("severity", "string"),
+    ("exchange", "string"),
+    ("symbol", "string"),
+    ("ingestor_id", "string"),
+    ("window_start", "timestamptz"),
+    ("window_start_us", "long"),
+    ("window_end_us", "long"),
+    ("exchange_ts_us", "long"),
+    ("receipt_ts_us", "long"),
+    ("observed", "string"),
+    ("threshold", "string"),
+    ("reference", "string"),
+    ("unit", "string"),
+    ("message", "string"),
+)
+ALERTS_TABLE = TableDef(ALERTS, ALERT_COLUMNS, "window_start", ("pattern",))
+
+
 def _iceberg_type(kind: str) -> IcebergType:
     from pyiceberg.types import (
         BooleanType,
@@ -178,6 +220,103 @@ def ensure_market_tables(catalog: Catalog, namespace: str = DEFAULT_NAMESPACE) -
                 identifier,
                 schema=table.schema(),
                 partition_spec=table.partition_spec(),
+                sort_order=table.sort_order(),
+                properties=TABLE_PROPERTIES,
+            )
+            log.info("created Iceberg table %s", identifier)
+        created[identifier] = not exists
+    return created
+
+
+def ensure_coverage_table(catalog: Catalog, namespace: str = DEFAULT_NAMESPACE) -> bool:
+    """Create ``<namespace>.history_coverage`` if it does not exist; True if created.
+
+    Not one of the market tables (``TABLES``): the history notifier writes it, the history
+    workers read it to skip ranges already in the lake.
+    """
+    catalog.create_namespace_if_not_exists(namespace)
+    identifier = f"{namespace}.{COVERAGE_TABLE.name}"
+    if catalog.table_exists(identifier):
+        return False
+    catalog.create_table_if_not_exists(
+        identifier,
+        schema=COVERAGE_TABLE.schema(),
+        partition_spec=COVERAGE_TABLE.partition_spec(),
+        sort_order=COVERAGE_TABLE.sort_order(),
+        properties=TABLE_PROPERTIES,
+    )
+    log.info("created Iceberg table %s", identifier)
+    return True
+
+
+def ensure_alerts_table(catalog: Catalog, namespace: str = DEFAULT_NAMESPACE) -> bool:
+    """Create ``<namespace>.alerts`` (day + market partitions) if missing; True if created.
+
+    Kept apart from the market tables (``TABLES``): only the CEP job writes it.
+    """
+    catalog.create_namespace_if_not_exists(namespace)
+    identifier = f"{namespace}.{ALERTS_TABLE.name}"
+    if catalog.table_exists(identifier):
+        return False
+    catalog.create_table_if_not_exists(
+        identifier,
+        schema=ALERTS_TABLE.schema(),
+        partition_spec=ALERTS_TABLE.partition_spec(),
+        sort_order=ALERTS_TABLE.sort_order(),
+        properties=TABLE_PROPERTIES,
+    )
+    log.info("created Iceberg table %s", identifier)
+    return True
+
+
+# --- the risk audit trail (jobs/risk.py, docs/risk.md) ------------------------------------
+
+RISK_NAMESPACE = "risk"
+
+
+def _risk_columns(avro_name: str, time_column: str) -> tuple[tuple[str, str], ...]:
+    """The columns of ``schemas/<avro_name>.avsc`` plus ``time_column`` (timestamptz)."""
+    from ticklake.schemas.models import load_avsc
+
+    columns: list[tuple[str, str]] = [(time_column, "timestamptz")]
+    for field in load_avsc(avro_name)["fields"]:
+        kind = field["type"][1] if isinstance(field["type"], list) else field["type"]
+        if isinstance(kind, dict):
+            kind = f"decimal({kind['precision']}, {kind['scale']})"
+        columns.append((field["name"], kind))
+    return tuple(columns)
+
+
+#: Decisions, violations and account events of the risk job, each with the time it was made
+#: (partitioned by its day and by account, sorted by it).
+RISK_TABLES: tuple[TableDef, ...] = (
+    TableDef("decisions", _risk_columns("risk_decision", "decision_ts"), "decision_ts"),
+    TableDef("violations", _risk_columns("risk_violation", "detected_ts"), "detected_ts"),
+    TableDef("account_events", _risk_columns("account_event", "emitted_ts"), "emitted_ts"),
+)
+
+
+def ensure_risk_tables(catalog: Catalog, namespace: str = RISK_NAMESPACE) -> dict[str, bool]:
+    """Create the risk audit tables that do not exist yet; ``{"<ns>.<table>": created}``."""
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import DayTransform, IdentityTransform
+
+    catalog.create_namespace_if_not_exists(namespace)
+    created: dict[str, bool] = {}
+    for table in RISK_TABLES:
+        identifier = f"{namespace}.{table.name}"
+        exists = catalog.table_exists(identifier)
+        if not exists:
+            time_id = table.column_names().index(table.time_column) + 1
+            account_id = table.column_names().index("account") + 1
+            spec = PartitionSpec(
+                PartitionField(time_id, 1000, DayTransform(), f"{table.time_column}_day"),
+                PartitionField(account_id, 1001, IdentityTransform(), "account"),
+            )
+            catalog.create_table_if_not_exists(
+                identifier,
+                schema=table.schema(),
+                partition_spec=spec,
                 sort_order=table.sort_order(),
                 properties=TABLE_PROPERTIES,
             )

@@ -3,7 +3,9 @@
 ``IngestorSettings`` (env prefix ``TICKLAKE_INGESTOR__``, ``__`` between nested names) says
 which exchanges and markets to follow and how; Kafka's address comes from the shared
 ``Connections``. ``IngestorService`` runs one ``RealtimeIngestor`` per exchange on one event
-loop and one ``KafkaSink``; SIGTERM/SIGINT stop the feeds, then the sink flushes.
+loop and one ``KafkaSink``; SIGTERM/SIGINT stop the feeds, then the sink flushes. With
+``history.enabled`` it also serves history requests from the relay's work queue
+(``HistoryWorker``, ``ingestors/history.py``); ``realtime=False`` serves history only.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ticklake.ingestors.exchanges import ExchangeAdapter, GapFill, adapter_for
+from ticklake.ingestors.history import HistorySettings, HistoryWorker
 from ticklake.ingestors.kafka_sink import KafkaSink, SinkTopics
 from ticklake.ingestors.metrics import IngestorMetrics
 from ticklake.ingestors.realtime import FeedOptions, Mode, RealtimeIngestor
-from ticklake.schemas import DEAD_LETTERS, FEED_GAPS, FEED_HEARTBEATS, RAW_TRADES
-from ticklake.schemas.topics import ensure_topics
+from ticklake.relay.settings import RelaySettings
+from ticklake.schemas import DEAD_LETTERS, FEED_GAPS, FEED_HEARTBEATS, HISTORY_FETCHES, RAW_TRADES
+from ticklake.schemas.topics import HISTORY_CANDLES, TopicSpec, ensure_topics
 from ticklake.settings import Connections
 
 log = logging.getLogger(__name__)
@@ -105,6 +109,8 @@ class IngestorSettings(BaseSettings):
     max_produce_failures: int = Field(default=1, ge=1, description="stop after this many")
     create_topics: bool = Field(default=True, description="ensure_topics() at start")
     topics: TopicNames = Field(default_factory=TopicNames)
+    realtime: bool = Field(default=True, description="follow the markets live")
+    history: HistorySettings = Field(default_factory=HistorySettings)
 
     def feed_options(self) -> FeedOptions:
         return FeedOptions(
@@ -126,12 +132,15 @@ class IngestorService:
         connections: Connections | None = None,
         *,
         metrics: IngestorMetrics | None = None,
+        relay: RelaySettings | None = None,
     ) -> None:
         self.settings = settings
+        self.relay = relay
         self.connections = connections or Connections.load()
         self.metrics = metrics or IngestorMetrics()
         self.sink: KafkaSink | None = None
         self.adapters: list[ExchangeAdapter] = []
+        self.history: HistoryWorker | None = None
         self.metrics_port = 0
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,8 +156,13 @@ class IngestorService:
         ]
         topics = self.settings.topics.specs()
         bootstrap = self.connections.kafka.bootstrap_servers
+        history = self.settings.history
+        extra: list[TopicSpec[Any]] = [
+            HISTORY_FETCHES.renamed(history.fetches_topic),
+            HISTORY_CANDLES.renamed(history.candles_topic),
+        ]
         if self.settings.create_topics:
-            ensure_topics(bootstrap, topics.all())
+            ensure_topics(bootstrap, (*topics.all(), *(extra if history.enabled else [])))
         self.sink = KafkaSink(
             bootstrap,
             topics=topics,
@@ -156,6 +170,22 @@ class IngestorService:
             client_id=f"ticklake-ingestor-{self.settings.ingestor_id}",
             max_failures=self.settings.max_produce_failures,
         )
+        if history.enabled:
+            from ticklake.catalog.connection import load_catalog
+            from ticklake.catalog.coverage import LakeIndex
+            from ticklake.catalog.tables import ensure_coverage_table
+
+            catalog = load_catalog(self.connections)
+            ensure_coverage_table(catalog, history.namespace)
+            self.history = HistoryWorker(
+                self.adapters,
+                self.sink,
+                LakeIndex(catalog, history.namespace),
+                ingestor_id=self.settings.ingestor_id,
+                settings=history,
+                relay=self.relay,
+                metrics=self.metrics,
+            )
         self.metrics_port = self.metrics.serve(self.settings.metrics_port)
 
     async def run(self) -> None:
@@ -178,11 +208,13 @@ class IngestorService:
                 metrics=self.metrics,
             )
             for adapter, feed in zip(self.adapters, self.settings.exchanges, strict=True)
+            if self.settings.realtime
         ]
+        tasks = [i.run(self._stop) for i in ingestors]
+        if self.history is not None:
+            tasks.append(self.history.run(self._stop))
         try:
-            results = await asyncio.gather(
-                *(i.run(self._stop) for i in ingestors), return_exceptions=True
-            )
+            results = await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self.close()
         errors = [r for r in results if isinstance(r, BaseException)]

@@ -9,11 +9,16 @@ One Flink job (one statement set) reads the raw-trades topic and writes
 - ``<namespace>.candles`` (Iceberg) and the candles topic (Kafka, exactly-once): final
   candles of every timeframe, built in event time from the on-time trades;
 - ``<namespace>.late_trades`` (Iceberg) and the late-trades topic (Kafka, exactly-once):
-  trades that arrived behind the watermark, which no candle contains.
+  trades that arrived behind the watermark, which no candle contains;
+- live outputs (unless ``--no-live``), at-least-once and visible at once (no transaction
+  waits for a checkpoint): every deduplicated on-time trade on the live trades topic, and
+  every update of the forming candle of every timeframe plus the final candles on the live
+  candles topic (upsert stream, key ``EXCHANGE:BASE/QUOTE|<tf>|<window_start_us>``).
 
 The hot path is Flink SQL on the JVM (``ticklake.jobs.ohlc_sql`` writes it); no Python
 functions run per record. The Iceberg tables must exist (``ticklake.catalog.tables``) and
-the topics too (``ticklake.schemas.topics.ensure_topics``): the job creates neither, so it
+the topics too (``ticklake.schemas.topics.ensure_topics``): the job creates no tables, and
+of the topics only its live ones when missing (through the JVM's Kafka admin client), so it
 needs nothing but PyFlink. ``docs/stream-jobs.md`` describes the pipeline and definitions.
 
 Settings come from ``TICKLAKE_DEDUP_OHLC_*`` environment variables, then the flags below.
@@ -22,6 +27,7 @@ Settings come from ``TICKLAKE_DEDUP_OHLC_*`` environment variables, then the fla
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 from collections.abc import Sequence
 from datetime import timedelta
@@ -34,15 +40,24 @@ from ticklake.catalog.connection import flink_catalog_ddl
 from ticklake.home import state_home
 from ticklake.jobs.execution import wait_unless_detached
 from ticklake.jobs.ohlc_sql import JobSql, SqlOptions, job_sql, timeframe_seconds
-from ticklake.schemas.topics import CANDLES, RAW_TRADES
+from ticklake.schemas.topics import (
+    CANDLES,
+    LATE_TRADES,
+    LIVE_CANDLES,
+    LIVE_TRADES,
+    RAW_TRADES,
+    TopicSpec,
+)
 from ticklake.settings import Connections
 
 if TYPE_CHECKING:
     from pyflink.table import StatementSet, TableEnvironment
 
+log = logging.getLogger(__name__)
+
 JOB_NAME = "dedup_ohlc"
-#: The late-trades topic (Trade layout, keyed by market). Not yet in schemas/topics.py.
-LATE_TRADES_TOPIC = "ticklake.trades.late"
+#: The late-trades topic (Trade layout, keyed by market).
+LATE_TRADES_TOPIC = LATE_TRADES.name
 DEFAULT_TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|min|m|h|d)\s*$")
@@ -106,6 +121,19 @@ class DedupOhlcSettings(BaseSettings):
     watermark_emit: Literal["on-periodic", "on-event"] = "on-periodic"
     #: Written into every candle's ``ingestor_id``.
     ingestor_id: str = "flink:dedup_ohlc"
+    #: Live outputs (at-least-once, no checkpoint wait): deduplicated on-time trades, and
+    #: forming + final candles as an upsert stream. ``--no-live`` turns both off.
+    live: bool = True
+    live_trades_topic: str = LIVE_TRADES.name
+    live_candles_topic: str = LIVE_CANDLES.name
+    #: Producer ``linger.ms`` of the live sinks: how long a record may wait to batch.
+    live_linger: Duration = timedelta(milliseconds=5)
+    #: ``execution.buffer-timeout.interval``: the longest a record waits in a network
+    #: buffer between operators (Flink's default 100 ms). Lower: fresher live outputs and
+    #: more, smaller buffers (a little throughput); 0 flushes after every record.
+    buffer_timeout: Duration = timedelta(milliseconds=10)
+    #: Create the live topics when missing (JVM Kafka admin client, best effort).
+    create_live_topics: bool = True
 
     @field_validator("timeframes", mode="before")
     @classmethod
@@ -133,6 +161,8 @@ class DedupOhlcSettings(BaseSettings):
             raise ValueError("dedup_ttl must exceed out_of_orderness")
         if not timedelta(0) < self.checkpoint_interval < self.transaction_timeout:
             raise ValueError("need 0 < checkpoint_interval < transaction_timeout")
+        if self.buffer_timeout < timedelta(0) or self.live_linger < timedelta(0):
+            raise ValueError("buffer_timeout and live_linger must not be negative")
         if self.transaction_timeout >= timedelta(hours=2):
             raise ValueError("transaction_timeout must stay below the broker's 2 h maximum")
         return self
@@ -154,6 +184,7 @@ class DedupOhlcSettings(BaseSettings):
             "execution.checkpointing.mode": "EXACTLY_ONCE",
             "execution.checkpointing.dir": self.resolved_checkpoint_dir(),
             "execution.checkpointing.externalized-checkpoint-retention": ("RETAIN_ON_CANCELLATION"),
+            "execution.buffer-timeout.interval": f"{_ms(self.buffer_timeout)} ms",
         }
 
     def sql_options(self, conn: Connections) -> SqlOptions:
@@ -181,7 +212,64 @@ class DedupOhlcSettings(BaseSettings):
             },
             transactional_id_prefix=self.transactional_id_prefix,
             ingestor_id=self.ingestor_id,
+            live_trades_topic=self.live_trades_topic if self.live else None,
+            live_candles_topic=self.live_candles_topic if self.live else None,
+            live_sink_options={"properties.linger.ms": str(_ms(self.live_linger))},
         )
+
+    def live_topics(self) -> list[TopicSpec[Any]]:
+        """The live topics this job writes (renamed as configured); empty with ``--no-live``."""
+        if not self.live:
+            return []
+        return [
+            LIVE_TRADES.renamed(self.live_trades_topic),
+            LIVE_CANDLES.renamed(self.live_candles_topic),
+        ]
+
+
+def ensure_live_topics(settings: DedupOhlcSettings, bootstrap_servers: str) -> None:
+    """Create the live topics when missing, with the JVM's Kafka admin client (py4j).
+
+    The job environment has no confluent-kafka, but the Kafka connector's kafka-clients is on
+    the gateway JVM's classpath. Best effort: on failure it logs, and the live sinks then
+    fail on a missing topic (the broker does not auto-create topics).
+    """
+    specs = settings.live_topics()
+    if not specs or not settings.create_live_topics:
+        return
+    from pyflink.java_gateway import get_gateway
+
+    try:
+        jvm = get_gateway().jvm
+        props = jvm.java.util.Properties()
+        props.put("bootstrap.servers", bootstrap_servers)
+        admin = jvm.org.apache.kafka.clients.admin.AdminClient.create(props)
+        try:
+            existing = set(admin.listTopics().names().get())
+            for spec in specs:
+                if spec.name in existing:
+                    continue
+                topic = jvm.org.apache.kafka.clients.admin.NewTopic(
+                    spec.name,
+                    jvm.java.util.Optional.of(spec.partitions),
+                    jvm.java.util.Optional.empty(),
+                )
+                configs = jvm.java.util.HashMap()
+                for key, value in spec.config().items():
+                    configs.put(key, value)
+                topic.configs(configs)
+                topics = jvm.java.util.ArrayList()
+                topics.add(topic)
+                try:
+                    admin.createTopics(topics).all().get()
+                    log.info("created live topic %s", spec.name)
+                except Exception as exc:  # TopicExistsException when a peer raced us
+                    if "TopicExists" not in str(exc):
+                        raise
+        finally:
+            admin.close()
+    except Exception as exc:
+        log.warning("could not ensure the live topics %s: %s", [s.name for s in specs], exc)
 
 
 def plan(settings: DedupOhlcSettings, conn: Connections) -> JobSql:
@@ -195,8 +283,10 @@ def build(
     """The table environment with every table and view registered, and the job's INSERTs."""
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
-    sql = plan(settings, conn or Connections.load())
+    conn = conn or Connections.load()
+    sql = plan(settings, conn)
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    ensure_live_topics(settings, conn.kafka.bootstrap_servers)
     config = t_env.get_config()
     for key, value in sql.config.items():
         config.set(key, value)
@@ -209,6 +299,7 @@ def build(
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags that were given (``None``: not given, the environment or default holds)."""
     return {k: v for k, v in vars(args).items() if v is not None and k != "print_sql"}
 
 
@@ -235,6 +326,12 @@ def parser() -> argparse.ArgumentParser:
     add("--startup-mode", choices=["earliest-offset", "latest-offset", "group-offsets"])
     add("--watermark-emit", choices=["on-periodic", "on-event"])
     add("--bounded", action="store_true", default=None, help="stop at the current end offsets")
+    add("--live-trades-topic", help=f"live trades topic (default {LIVE_TRADES.name})")
+    add("--live-candles-topic", help=f"live candles topic (default {LIVE_CANDLES.name})")
+    add("--no-live", dest="live", action="store_false", default=None,
+        help="no live outputs (only the exactly-once ones)")  # fmt: skip
+    add("--live-linger", help="producer linger.ms of the live sinks, e.g. 5ms (default)")
+    add("--buffer-timeout", help="network buffer timeout, e.g. 10ms (default); 0ms: per record")
     add("--print-sql", action="store_true", help="print the job's SQL and exit")
     return p
 

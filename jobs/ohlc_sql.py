@@ -13,13 +13,17 @@ tested without PyFlink. ``docs/stream-jobs.md`` explains the pipeline these buil
       -> candles           all timeframes, in the Candle layout
     sinks: candles -> Kafka (exactly-once) + Iceberg; trades -> Iceberg;
            late trades -> Kafka (exactly-once) + Iceberg
+    live (at-least-once, visible at once, no transactions; optional):
+      trades_live      on-time trades that are not history backfills -> live trades topic
+      forming candles  on-time trades, GROUP BY candle key per timeframe (updating), and
+                       the final candles -> live candles topic (upsert-kafka)
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ticklake.schemas.flink import flink_columns, kafka_table_ddl
 from ticklake.schemas.models import Candle, Trade
@@ -154,6 +158,15 @@ class SqlOptions:
     sink_options: Mapping[str, str]
     transactional_id_prefix: str
     ingestor_id: str
+    #: Live outputs (at-least-once, no transactions); both ``None``: no live outputs.
+    live_trades_topic: str | None = None
+    live_candles_topic: str | None = None
+    #: Options of the live sinks (producer ``linger.ms`` ...).
+    live_sink_options: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        return self.live_trades_topic is not None and self.live_candles_topic is not None
 
 
 def source_ddl(o: SqlOptions) -> str:
@@ -296,9 +309,145 @@ def _kafka_sink_ddl(
 
 
 def sink_ddls(o: SqlOptions) -> list[str]:
-    return [
+    ddls = [
         _kafka_sink_ddl(Candle, "candles_kafka", o.candles_topic, o, "candles"),
         _kafka_sink_ddl(Trade, "late_trades_kafka", o.late_topic, o, "late"),
+    ]
+    if o.live:
+        ddls += live_sink_ddls(o)
+    return ddls
+
+
+def _live_options(o: SqlOptions) -> dict[str, str]:
+    return {
+        "key.format": "raw",
+        "value.format": "avro",
+        "value.fields-include": "EXCEPT_KEY",
+        "sink.delivery-guarantee": "at-least-once",
+        **o.live_sink_options,
+    }
+
+
+def _strip_source_options(ddl: str) -> str:
+    return ddl.replace("  'format' = 'avro',\n", "").replace(
+        "  'scan.startup.mode' = 'earliest-offset',\n", ""
+    )
+
+
+def live_sink_ddls(o: SqlOptions) -> list[str]:
+    """The live trades (``kafka``, keyed by market) and live candles (``upsert-kafka``).
+
+    The live candles table's primary key is the computed ``candle_key``
+    (``EXCHANGE:BASE/QUOTE|<timeframe>|<window_start_us>``), its raw UTF-8 Kafka key; the
+    value is the Candle record. ``upsert-kafka`` accepts the updating stream of the forming
+    candles (inserts and update-afters; the planner drops the update-befores).
+    """
+    assert o.live_trades_topic is not None and o.live_candles_topic is not None
+    trades = kafka_table_ddl(
+        Trade,
+        "live_trades_kafka",
+        o.live_trades_topic,
+        bootstrap_servers=o.bootstrap_servers,
+        options={**_live_options(o), "key.fields": "market"},
+        extra_columns=["`market` STRING NOT NULL"],
+    )
+    candles = kafka_table_ddl(
+        Candle,
+        "live_candles_kafka",
+        o.live_candles_topic,
+        bootstrap_servers=o.bootstrap_servers,
+        options={"connector": "upsert-kafka", **_live_options(o)},
+        extra_columns=["`candle_key` STRING NOT NULL", "PRIMARY KEY (`candle_key`) NOT ENFORCED"],
+    )
+    return [_strip_source_options(trades), _strip_source_options(candles)]
+
+
+def live_trades_view() -> str:
+    """The trades that feed the live outputs: on time and not history backfills."""
+    return f"""CREATE TEMPORARY VIEW trades_live AS
+SELECT {_cols(TRADE_FIELDS)} FROM trades_checked WHERE {LIVE}"""
+
+
+def candle_key_sql(timeframe: str, window_start_us: str) -> str:
+    """``EXCHANGE:BASE/QUOTE|<timeframe>|<window_start_us>``: one Kafka key per candle."""
+    return (
+        f"CONCAT(`exchange`, ':', `symbol`, '|', {_q(timeframe)}, '|', "
+        f"CAST({window_start_us} AS STRING))"
+    )
+
+
+def forming_select(o: SqlOptions, timeframe: str) -> str:
+    """Every update of the forming candles of one timeframe, in the live-candles layout.
+
+    A non-windowed ``GROUP BY candle_key`` (market, timeframe, window start from
+    ``exchange_ts_us``) over exactly the trades the window candles take (every on-time
+    trade): an updating aggregate that emits the candle's new value after each of them, with
+    ``final = FALSE`` and ``version = trade_count - 1`` (0, 1, 2, ...: strictly increasing;
+    the final candle's ``version = trade_count`` is always above every forming one).
+
+    Grouping by the computed key alone (market and window start ride along as ``MAX``) makes
+    the aggregate's upsert key exactly the sink's primary key, so the planner asks it for
+    update-afters only: ``upsert-kafka`` writes an update-before as a tombstone, and none is
+    written. Open/close are the same order keys as the window candles, so the last forming
+    update equals the final candle field by field (except ``final``/``version``). The
+    ``STATE_TTL`` hint bounds this operator's state at twice the timeframe (processing time
+    since the candle's last update), independent of the dedup TTL.
+    """
+    size_us = timeframe_seconds(timeframe) * 1_000_000
+    ttl_s = 2 * timeframe_seconds(timeframe)
+    key = order_key_sql()
+    agg = f"""SELECT /*+ STATE_TTL('t' = '{ttl_s}s') */ candle_key,
+    MAX(`exchange`) AS `exchange`, MAX(`symbol`) AS `symbol`, MAX(w_start_us) AS w_start_us,
+    MIN({key}) AS open_key, MAX({key}) AS close_key,
+    MAX(`price`) AS high, MIN(`price`) AS low,
+    SUM(`amount`) AS volume, SUM(`price` * `amount`) AS quote_volume,
+    COUNT(*) AS trade_count, MAX(`receipt_ts_us`) AS receipt_ts_us
+  FROM (
+    SELECT *, {candle_key_sql(timeframe, "w_start_us")} AS candle_key
+    FROM (
+      SELECT *, `exchange_ts_us` - MOD(`exchange_ts_us`, CAST({size_us} AS BIGINT)) AS w_start_us
+      FROM trades_checked WHERE NOT `late`
+    )
+  ) AS t
+  GROUP BY candle_key"""
+    return f"""SELECT `exchange`, `symbol`,
+  {key_ts_sql("close_key")} AS `exchange_ts_us`,
+  receipt_ts_us AS `receipt_ts_us`,
+  {_q(o.ingestor_id)} AS `ingestor_id`,
+  {_q(timeframe)} AS `timeframe`,
+  w_start_us AS `window_start_us`,
+  w_start_us + {size_us} AS `window_end_us`,
+  {key_price_sql("open_key")} AS `open`,
+  high AS `high`, low AS `low`,
+  {key_price_sql("close_key")} AS `close`,
+  volume AS `volume`,
+  quote_volume AS `quote_volume`,
+  trade_count AS `trade_count`,
+  CAST(quote_volume / volume AS DECIMAL(18, 8)) AS `vwap`,
+  FALSE AS `final`,
+  trade_count - 1 AS `version`,
+  candle_key
+FROM (
+  {agg}
+)"""
+
+
+def live_inserts(o: SqlOptions) -> list[str]:
+    """Live trades; forming candles, one INSERT per timeframe; final candles.
+
+    One INSERT per timeframe, not a ``UNION ALL``: a union has no upsert key, which would
+    make the planner emit update-befores (tombstones in ``upsert-kafka``).
+    """
+    market = "CONCAT(`exchange`, ':', `symbol`)"
+    final_key = (
+        "CONCAT(`exchange`, ':', `symbol`, '|', `timeframe`, '|', "
+        "CAST(`window_start_us` AS STRING))"
+    )
+    return [
+        f"INSERT INTO live_trades_kafka SELECT {_cols(TRADE_FIELDS)}, {market} FROM trades_live",
+        *(f"INSERT INTO live_candles_kafka\n{forming_select(o, tf)}" for tf in o.timeframes),
+        f"INSERT INTO live_candles_kafka\nSELECT {_cols(CANDLE_FIELDS)}, {final_key} "
+        "AS `candle_key` FROM candles",
     ]
 
 
@@ -342,6 +491,14 @@ ICEBERG_CANDLE_COLUMNS = [
 ]
 
 
+#: Late trades that go to the late outputs: history backfills (``request_id`` set) are
+#: old by nature; they go to the trades table only.
+LATE = "`late` AND `request_id` IS NULL"
+#: Trades of the live trades topic: on time, not history backfills. (Forming candles take
+#: every on-time trade, like the final candles, so that they converge to them.)
+LIVE = "NOT `late` AND `request_id` IS NULL"
+
+
 def _trade_select(where: str) -> str:
     exprs = [
         micros_to_ltz_sql("`exchange_ts_us`") if c == "exchange_ts" else f"`{c}`"
@@ -351,7 +508,7 @@ def _trade_select(where: str) -> str:
 
 
 def inserts(o: SqlOptions) -> list[str]:
-    """The five INSERTs; run as one statement set, they are one Flink job."""
+    """The INSERTs (five, plus 2 + timeframes live ones); one statement set, one Flink job."""
     market = "CONCAT(`exchange`, ':', `symbol`)"
     return [
         f"INSERT INTO candles_kafka SELECT {_cols(CANDLE_FIELDS)}, {market} FROM candles",
@@ -360,9 +517,10 @@ def inserts(o: SqlOptions) -> list[str]:
         f"INSERT INTO {_iceberg(o, 'trades')} ({_cols(ICEBERG_TRADE_COLUMNS)})\n"
         + _trade_select(""),
         f"INSERT INTO late_trades_kafka SELECT {_cols(TRADE_FIELDS)}, {market}\n"
-        "FROM trades_checked WHERE `late`",
+        f"FROM trades_checked WHERE {LATE}",
         f"INSERT INTO {_iceberg(o, 'late_trades')} ({_cols(ICEBERG_TRADE_COLUMNS)})\n"
-        + _trade_select(" WHERE `late`"),
+        + _trade_select(f" WHERE {LATE}"),
+        *(live_inserts(o) if o.live else []),
     ]
 
 
@@ -376,6 +534,7 @@ def job_sql(o: SqlOptions, config: Mapping[str, str], catalog_ddl: str) -> JobSq
         checked_view(),
         bars_1m_view(),
         candles_view(o),
+        *([live_trades_view()] if o.live else []),
     ]
     return JobSql(config=dict(config), setup=setup, inserts=inserts(o))
 

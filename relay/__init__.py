@@ -1,5 +1,6 @@
 """The ZeroMQ relay and its client SDK (see docs/relay.md)."""
 
+from ticklake.relay.bridge import KafkaRelayBridge
 from ticklake.relay.client import RelayClient
 from ticklake.relay.errors import (
     ExchangeUnavailableError,
@@ -13,6 +14,7 @@ from ticklake.relay.errors import (
 )
 from ticklake.relay.events import EventReceiver, EventSender
 from ticklake.relay.history import HistoryResult
+from ticklake.relay.history_ready import HistoryNotifier
 from ticklake.relay.publisher import RelayPublisher
 from ticklake.relay.service import Relay
 from ticklake.relay.settings import RelaySettings
@@ -24,8 +26,10 @@ __all__ = [
     "EventSender",
     "ExchangeUnavailableError",
     "HistoryFailedError",
+    "HistoryNotifier",
     "HistoryResult",
     "InvalidRequestError",
+    "KafkaRelayBridge",
     "Message",
     "Relay",
     "RelayClient",

@@ -18,14 +18,63 @@ from ticklake.relay.subscription import Message, Subscription
 from ticklake.schemas import Candle, Trade
 
 
-@click.command("serve")
-@click.option("--metrics-port", type=int, default=None, help="serve /metrics (0: off)")
-def serve_command(metrics_port: int | None) -> None:
-    """Run the relay until SIGTERM/SIGINT (ports from TICKLAKE_RELAY__*)."""
+def _serve(metrics_port: int | None) -> None:
     settings = RelaySettings()
     if metrics_port is not None:
         settings = settings.model_copy(update={"metrics_port": metrics_port})
     Relay(settings).serve()
+
+
+@click.group("relay", invoke_without_command=True)
+@click.option("--metrics-port", type=int, default=None, help="serve /metrics (0: off)")
+@click.pass_context
+def relay_group(ctx: click.Context, metrics_port: int | None) -> None:
+    """Run the relay until SIGTERM/SIGINT (ports from TICKLAKE_RELAY__*); or a subcommand."""
+    if ctx.invoked_subcommand is None:
+        _serve(metrics_port)
+
+
+@relay_group.command("serve")
+@click.option("--metrics-port", type=int, default=None, help="serve /metrics (0: off)")
+def serve_subcommand(metrics_port: int | None) -> None:
+    """Run the relay until SIGTERM/SIGINT (ports from TICKLAKE_RELAY__*)."""
+    _serve(metrics_port)
+
+
+@relay_group.command("bridge")
+@click.option("--topic", "routes", multiple=True, metavar="KAFKA_TOPIC=DATA_TYPE",
+              help="route (repeatable), e.g. ticklake.trades.live=tick, "
+              "ticklake.candles.live=ohlc:{1} ({1}: 2nd '|' part of the Kafka key); "
+              "default: the dedup_ohlc job's live topics")  # fmt: skip
+@click.option("--group-id", default=None, help="Kafka consumer group (spreads partitions)")
+@click.option("--metrics-port", type=int, default=None, help="serve /metrics (0: off)")
+def bridge_command(routes: tuple[str, ...], group_id: str | None, metrics_port: int | None) -> None:
+    """Forward live Kafka topics to the relay's XSUB side until SIGTERM/SIGINT.
+
+    Values are forwarded as they are (Avro); the relay topic is {market}|{data type}, the
+    market being the Kafka key's first '|'-separated part. Unroutable records go to the
+    dead-letter topic. Kafka from TICKLAKE_KAFKA__*, the relay from TICKLAKE_RELAY__*.
+    """
+    from ticklake.relay.bridge import BridgeSettings, KafkaRelayBridge
+    from ticklake.settings import Connections
+
+    overrides: dict[str, object] = {}
+    if routes:
+        overrides["routes"] = list(routes)
+    if group_id is not None:
+        overrides["group_id"] = group_id
+    if metrics_port is not None:
+        overrides["metrics_port"] = metrics_port
+    try:
+        settings = BridgeSettings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--topic") from exc
+    KafkaRelayBridge(Connections.load().kafka.bootstrap_servers, settings).serve()
+
+
+#: ``ticklake relay`` (registered by name in ticklake/cli.py) is the group: without a
+#: subcommand it serves the relay, as before; ``ticklake relay bridge`` runs the bridge.
+serve_command = relay_group
 
 
 def _row(message: Message) -> tuple[str, ...]:

@@ -291,6 +291,29 @@ class HistoryReady(_HistoryScope):
     ready_ts_us: TimestampUs
 
 
+class HistoryFetch(_HistoryScope):
+    """An ingestor's report on a history request: rows the lake must hold, or why not."""
+
+    avro_name: ClassVar[str] = "history_fetch"
+    avro_version: ClassVar[int] = 1
+
+    served_end_ts_us: TimestampUs
+    ingestor_id: Identifier
+    status: Literal["fetched", "failed"]
+    expected_rows: Count
+    fetched_rows: Count
+    produced_rows: Count
+    iceberg_table: Identifier | None = None
+    message: str | None = None
+    fetched_ts_us: TimestampUs
+
+    @model_validator(mode="after")
+    def _served(self) -> Self:
+        if not self.start_ts_us <= self.served_end_ts_us <= self.end_ts_us:
+            raise ValueError("served_end_ts_us must lie within [start_ts_us, end_ts_us]")
+        return self
+
+
 class FeedHeartbeat(WireModel):
     """Ingestor liveness for one market: tells a quiet market from a dead feed."""
 
@@ -348,6 +371,7 @@ MODELS: tuple[type[WireModel], ...] = (
     DeadLetter,
     HistoryRequest,
     HistoryReady,
+    HistoryFetch,
     FeedHeartbeat,
     FeedGap,
 )

@@ -20,15 +20,27 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ticklake.errors import TickLakeError
+from ticklake.schemas.alerts import Alert
 from ticklake.schemas.models import (
     Candle,
     DeadLetter,
     FeedGap,
     FeedHeartbeat,
+    HistoryFetch,
     HistoryReady,
     HistoryRequest,
     Trade,
     WireModel,
+)
+from ticklake.schemas.risk import (
+    AccountCommand,
+    AccountEvent,
+    AccountLimits,
+    BrokerPosition,
+    Fill,
+    OrderProposal,
+    RiskDecision,
+    RiskViolation,
 )
 
 log = logging.getLogger(__name__)
@@ -84,7 +96,7 @@ def _component(record: DeadLetter) -> str:
     return record.source_component
 
 
-def _request(record: HistoryReady) -> str:
+def _request(record: HistoryReady | HistoryFetch) -> str:
     return record.request_id
 
 
@@ -123,6 +135,25 @@ HISTORY_READY = TopicSpec(
     partitions=3,
     retention_ms=1 * DAY_MS,
 )
+HISTORY_FETCHES = TopicSpec(
+    "ticklake.history.fetches",
+    HistoryFetch,
+    "request_id",
+    _request,
+    partitions=3,
+    retention_ms=1 * DAY_MS,
+)
+
+
+def _alert_market(record: Alert) -> str:
+    return record.market
+
+
+#: Pattern matches of the CEP job (jobs/cep.py), exactly-once; the relay bridge publishes
+#: them live as ``EXCHANGE:BASE/QUOTE|alert``.
+ALERTS = TopicSpec(
+    "ticklake.alerts", Alert, MARKET_KEY, _alert_market, partitions=3, retention_ms=30 * DAY_MS
+)
 DEAD_LETTERS = TopicSpec(
     "ticklake.deadletter",
     DeadLetter,
@@ -132,6 +163,98 @@ DEAD_LETTERS = TopicSpec(
     retention_ms=30 * DAY_MS,
 )
 
+
+def _candle(record: Candle) -> str:
+    return f"{record.market}|{record.timeframe}|{record.window_start_us}"
+
+
+#: Trades the dedup + OHLC job found behind the watermark (Trade layout; in no candle).
+LATE_TRADES = TopicSpec(
+    "ticklake.trades.late", Trade, MARKET_KEY, _market, partitions=12, retention_ms=30 * DAY_MS
+)
+#: Live outputs of the dedup + OHLC job: at-least-once, visible at once (no transaction).
+#: Deduplicated on-time trades, keyed by market.
+LIVE_TRADES = TopicSpec(
+    "ticklake.trades.live", Trade, MARKET_KEY, _market, partitions=12, retention_ms=1 * DAY_MS
+)
+#: Forming (``final = false``, rising ``version``) and final candles, one key per candle: an
+#: upsert stream, so compaction keeps the newest record of each candle.
+LIVE_CANDLES = TopicSpec(
+    "ticklake.candles.live",
+    Candle,
+    "EXCHANGE:BASE/QUOTE|TIMEFRAME|WINDOW_START_US",
+    _candle,
+    partitions=12,
+    retention_ms=1 * DAY_MS,
+    cleanup_policy="compact,delete",
+)
+
+RiskRecord = (
+    OrderProposal
+    | Fill
+    | RiskDecision
+    | RiskViolation
+    | AccountCommand
+    | AccountEvent
+    | BrokerPosition
+    | AccountLimits
+)
+
+
+def _account(record: RiskRecord) -> str:
+    return record.account
+
+
+ACCOUNT_KEY = "account"
+
+
+def _risk_topic(
+    name: str, model: type[M], retention_ms: int = 30 * DAY_MS, cleanup: str = "delete"
+) -> TopicSpec[M]:
+    return TopicSpec(name, model, ACCOUNT_KEY, _account, 6, retention_ms, cleanup)  # type: ignore[arg-type]
+
+
+#: Risk topics (jobs/risk.py, docs/risk.md), all keyed by account: an account's records stay
+#: in order on one partition, and the job's keyed state is per account.
+RISK_PROPOSALS = _risk_topic("ticklake.risk.proposals", OrderProposal, 7 * DAY_MS)
+RISK_FILLS = _risk_topic("ticklake.risk.fills", Fill)
+RISK_BROKER_POSITIONS = _risk_topic("ticklake.risk.broker_positions", BrokerPosition, 7 * DAY_MS)
+RISK_COMMANDS = _risk_topic("ticklake.risk.commands", AccountCommand)
+#: The configuration topic: compacted, the newest limits of each account are in force.
+RISK_LIMITS = _risk_topic("ticklake.risk.limits", AccountLimits, cleanup="compact")
+#: Exactly-once outputs (transactions, visible to read_committed at each checkpoint).
+RISK_DECISIONS = _risk_topic("ticklake.risk.decisions", RiskDecision)
+RISK_VIOLATIONS = _risk_topic("ticklake.risk.violations", RiskViolation)
+RISK_EVENTS = _risk_topic("ticklake.risk.account_events", AccountEvent)
+#: At-least-once live copies, visible at once; deduplicate by proposal_id / event_id.
+RISK_DECISIONS_LIVE = _risk_topic("ticklake.risk.decisions.live", RiskDecision, DAY_MS)
+RISK_EVENTS_LIVE = _risk_topic("ticklake.risk.account_events.live", AccountEvent, DAY_MS)
+RISK_TOPICS: tuple[TopicSpec[Any], ...] = (
+    RISK_PROPOSALS,
+    RISK_FILLS,
+    RISK_BROKER_POSITIONS,
+    RISK_COMMANDS,
+    RISK_LIMITS,
+    RISK_DECISIONS,
+    RISK_VIOLATIONS,
+    RISK_EVENTS,
+)
+
+#: Topics that carry a model of another topic again (job outputs: late and live copies).
+#: Not in TOPICS, which holds exactly one topic per model (the contract's home topics).
+DERIVED_TOPICS: tuple[TopicSpec[Any], ...] = (
+    LATE_TRADES,
+    LIVE_TRADES,
+    LIVE_CANDLES,
+    RISK_DECISIONS_LIVE,
+    RISK_EVENTS_LIVE,
+)
+
+#: Exchange klines fetched for history requests (``Candle`` layout, ``ingestor_id`` = the
+#: ingestor): ``ingestors/history.py`` writes it, ``jobs/history_candles.py`` reads it into
+#: the Iceberg candles table. Not in ``TOPICS``, which holds one topic per message type.
+HISTORY_CANDLES = CANDLES.renamed("ticklake.history.candles")
+
 #: Every topic of the contract.
 TOPICS: tuple[TopicSpec[Any], ...] = (
     RAW_TRADES,
@@ -140,7 +263,10 @@ TOPICS: tuple[TopicSpec[Any], ...] = (
     FEED_GAPS,
     HISTORY_REQUESTS,
     HISTORY_READY,
+    HISTORY_FETCHES,
     DEAD_LETTERS,
+    ALERTS,
+    *RISK_TOPICS,
 )
 
 

@@ -68,9 +68,10 @@ class LazyGroup(click.Group):
         "query": "ticklake.catalog.cli:query_command",
         "chart": "ticklake.catalog.cli:chart_command",
         "maintain": "ticklake.catalog.cli:maintain_command",
-        "relay": "ticklake.relay.cli:serve_command",
+        "relay": "ticklake.relay.cli:relay_group",
         "subscribe": "ticklake.relay.cli:subscribe_command",
         "history": "ticklake.relay.cli:history_command",
+        "history-notifier": "ticklake.relay.history_ready:notifier_command",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -293,6 +294,7 @@ def run(keep_running: bool, markets: str, history_minutes: int, live_seconds: fl
     lazy={
         "run": "ticklake.ingestors.cli:run_command",
         "replay": "ticklake.ingestors.replay:replay_command",
+        "history-worker": "ticklake.ingestors.cli:history_worker_command",
     },
 )
 def ingest() -> None:

@@ -16,6 +16,9 @@ from ticklake.jobs.rest import FlinkRestClient
 #: Job names -> modules runnable as ``python -m`` in the Flink environment.
 JOBS = {
     "dedup_ohlc": "ticklake.jobs.dedup_ohlc",
+    "history_candles": "ticklake.jobs.history_candles",
+    "cep": "ticklake.jobs.cep",
+    "risk": "ticklake.jobs.risk",
     "sql_script": "ticklake.jobs.sql_script",
     "catalog_roundtrip": "ticklake.jobs.catalog_roundtrip",
 }

@@ -17,7 +17,7 @@ from ticklake.catalog.tables import (
 )
 from ticklake.jobs import ohlc_sql
 from ticklake.jobs.dedup_ohlc import DedupOhlcSettings, main, parse_duration, plan
-from ticklake.schemas import Candle, Trade
+from ticklake.schemas import Candle, Trade, WireModel
 from ticklake.schemas.flink import flink_columns
 from ticklake.settings import Connections
 
@@ -89,7 +89,7 @@ def _squash(sql: str) -> str:
 
 
 def test_plan_has_the_dedup_pattern_one_statement_set_and_no_python_udfs() -> None:
-    sql = plan(DedupOhlcSettings(namespace="ns1", bounded=True), CONN)
+    sql = plan(DedupOhlcSettings(namespace="ns1", bounded=True, live=False), CONN)
     text = _squash(sql.script())
     assert (
         "ROW_NUMBER() OVER ( PARTITION BY `exchange`, `symbol`, `trade_id` "
@@ -120,8 +120,9 @@ def test_kafka_sinks_are_exactly_once_keyed_and_in_the_schema_layout() -> None:
     sql = plan(DedupOhlcSettings(transactional_id_prefix="p1"), CONN)
     ddl = {re.search(r"CREATE TEMPORARY TABLE (\w+)", s).group(1): s  # type: ignore[union-attr]
            for s in sql.setup if "CREATE TEMPORARY TABLE" in s}  # fmt: skip
-    for table, model, suffix in [("candles_kafka", Candle, "candles"),
-                                 ("late_trades_kafka", Trade, "late")]:  # fmt: skip
+    sinks: list[tuple[str, type[WireModel], str]] = [
+        ("candles_kafka", Candle, "candles"), ("late_trades_kafka", Trade, "late")]  # fmt: skip
+    for table, model, suffix in sinks:
         text = ddl[table]
         # Physical columns in schema order, then the key column (excluded from the value).
         for column in flink_columns(model):
@@ -181,3 +182,82 @@ def test_market_tables_created_once_with_partitioning_and_sort(tmp_path: Path) -
     assert str(catalog.load_table("mkt.trades").schema().find_field("exchange_ts").field_type) == (
         "timestamptz"
     )
+
+
+def _ddls(settings: DedupOhlcSettings) -> dict[str, str]:
+    sql = plan(settings, CONN)
+    return {re.search(r"CREATE TEMPORARY TABLE (\w+)", s).group(1): s  # type: ignore[union-attr]
+            for s in sql.setup if "CREATE TEMPORARY TABLE" in s}  # fmt: skip
+
+
+def test_live_outputs_are_at_least_once_and_upsert_keyed_per_candle() -> None:
+    settings = DedupOhlcSettings(
+        timeframes="1m,1h",  # type: ignore[arg-type]
+        live_trades_topic="lt",
+        live_candles_topic="lc",
+        live_linger="3ms",  # type: ignore[arg-type]
+    )
+    sql = plan(settings, CONN)
+    ddl = _ddls(settings)
+    trades, candles = ddl["live_trades_kafka"], ddl["live_candles_kafka"]
+    for text in (trades, candles):
+        assert "'sink.delivery-guarantee' = 'at-least-once'" in text
+        assert "transactional-id-prefix" not in text and "transaction.timeout" not in text
+        assert "'properties.linger.ms' = '3'" in text
+        assert "'key.format' = 'raw'" in text and "'value.format' = 'avro'" in text
+        assert "'format'" not in text and "scan.startup.mode" not in text
+    assert "'connector' = 'kafka'" in trades and "'topic' = 'lt'" in trades
+    assert "'key.fields' = 'market'" in trades
+    assert "'connector' = 'upsert-kafka'" in candles and "'topic' = 'lc'" in candles
+    assert "PRIMARY KEY (`candle_key`) NOT ENFORCED" in candles
+    assert "key.fields" not in candles  # upsert-kafka keys by the primary key
+    for column in flink_columns(Candle):
+        assert column in candles
+    targets = [re.match(r"INSERT INTO (\S+)", i).group(1) for i in sql.inserts]  # type: ignore[union-attr]
+    assert targets[5:] == ["live_trades_kafka"] + ["live_candles_kafka"] * 3
+    assert "table.exec.sink.upsert-materialize" not in sql.config  # none needed (docs)
+    assert sql.config["execution.buffer-timeout.interval"] == "10 ms"
+
+
+def test_live_candles_sql_forming_per_timeframe_then_final() -> None:
+    sql = plan(DedupOhlcSettings(timeframes="1m,1h"), CONN)  # type: ignore[arg-type]
+    live = [_squash(i) for i in sql.inserts if i.startswith("INSERT INTO live_candles_kafka")]
+    assert len(live) == 3  # one per timeframe (a UNION ALL would lose the upsert key), finals
+    m1, h1, final = live
+    for text, size, ttl in [(m1, 60000000, 120), (h1, 3600000000, 7200)]:
+        # Grouped by the sink's primary key alone: update-afters only, no tombstones.
+        assert text.count("GROUP BY candle_key") == 1
+        assert f"/*+ STATE_TTL('t' = '{ttl}s') */" in text
+        assert f"MOD(`exchange_ts_us`, CAST({size} AS BIGINT))" in text
+        assert f"w_start_us + {size} AS `window_end_us`" in text
+        assert "FALSE AS `final`" in text and "trade_count - 1 AS `version`" in text
+        assert "FROM trades_checked WHERE NOT `late`" in text
+        assert "FIRST_VALUE" not in text and "LAST_VALUE" not in text
+    assert "CONCAT(`exchange`, ':', `symbol`, '|', '1h', '|', CAST(w_start_us AS STRING))" in h1
+    assert final.endswith("FROM candles") and "UNION" not in final
+    # Live trades and the late outputs leave history backfills out.
+    script = _squash(sql.script())
+    assert "FROM trades_checked WHERE NOT `late` AND `request_id` IS NULL" in script
+    assert script.count("WHERE `late` AND `request_id` IS NULL") == 2
+
+
+def test_no_live_and_live_topics() -> None:
+    off = DedupOhlcSettings(live=False)
+    assert off.live_topics() == []
+    sql = plan(off, CONN)
+    assert not any("live" in i for i in sql.inserts)
+    assert "live_trades_kafka" not in _ddls(off)
+    on = DedupOhlcSettings(live_candles_topic="x.lc")
+    names = [t.name for t in on.live_topics()]
+    assert names == ["ticklake.trades.live", "x.lc"]
+    assert on.live_topics()[1].config()["cleanup.policy"] == "compact,delete"
+
+
+def test_live_flags() -> None:
+    from ticklake.jobs.dedup_ohlc import _overrides, parser
+
+    args = parser().parse_args(["--no-live", "--buffer-timeout", "20ms", "--live-linger", "0ms"])
+    s = DedupOhlcSettings(**_overrides(args))
+    assert not s.live
+    assert s.buffer_timeout == timedelta(milliseconds=20) and s.live_linger == timedelta(0)
+    assert DedupOhlcSettings(**_overrides(parser().parse_args([]))).live

@@ -21,6 +21,8 @@ from annotated_types import Le
 from pydantic import AfterValidator, ValidationError
 from pydantic.fields import FieldInfo
 
+from tests.unit.test_schemas_alerts import alert_samples
+from tests.unit.test_schemas_risk import risk_samples
 from ticklake.errors import TickLakeError
 from ticklake.schemas import (
     DEAD_LETTERS,
@@ -32,6 +34,7 @@ from ticklake.schemas import (
     DecimalSpec,
     FeedGap,
     FeedHeartbeat,
+    HistoryFetch,
     HistoryReady,
     HistoryRequest,
     Trade,
@@ -130,6 +133,17 @@ def sample_records() -> dict[type[WireModel], list[WireModel]]:
         iceberg_table="market.trades",
         snapshot_id=8_123_456_789_012_345_678,
         ready_ts_us=T0 + 9_000_000,
+    )
+    fetch = HistoryFetch(
+        **request.model_dump(exclude={"requested_ts_us"}),
+        served_end_ts_us=request.end_ts_us,
+        ingestor_id="binance-1",
+        status="fetched",
+        expected_rows=1234,
+        fetched_rows=1234,
+        produced_rows=1200,
+        iceberg_table="market.trades",
+        fetched_ts_us=T0 + 8_000_000,
     )
     beat = FeedHeartbeat(
         exchange="KRAKEN",
@@ -239,6 +253,22 @@ def sample_records() -> dict[type[WireModel], list[WireModel]]:
             ),
             _with(ready, {"status": "partial", "snapshot_id": -(2**63)}),
         ],
+        HistoryFetch: [
+            fetch,
+            _with(
+                fetch,
+                {
+                    "status": "failed",
+                    "served_end_ts_us": fetch.start_ts_us,
+                    "expected_rows": 0,
+                    "fetched_rows": 0,
+                    "produced_rows": 0,
+                    "iceberg_table": None,
+                    "message": "UNKNOWN_MARKET: binance lists no NOPE/USDT",
+                },
+            ),
+            _with(fetch, {"expected_rows": INT64_MAX}),
+        ],
         FeedHeartbeat: [
             beat,
             _with(
@@ -264,6 +294,8 @@ def sample_records() -> dict[type[WireModel], list[WireModel]]:
                 },
             ),
         ],
+        **risk_samples(),
+        **alert_samples(),
     }
 
 

@@ -1,0 +1,482 @@
+"""Benchmark: freshness of the live stream, trade produced -> live outputs -> subscriber.
+
+    .venv/bin/python -m ticklake.bench freshness [--rates 1000,10000,50000] [--seconds 20]
+
+Starts its own stack (free ports), a relay and a ``ticklake relay bridge`` (processes), and
+the dedup + OHLC job unbounded on the embedded MiniCluster (default settings: 5 timeframes,
+5 s lateness bound, 10 s checkpoints; idle timeout 5 s). A producer process writes trades of
+10 markets to the raw topic at each fixed rate in turn; every trade carries its produce time
+(wall clock, µs) as both ``exchange_ts_us`` and ``receipt_ts_us``. Four observer processes,
+each on its own core time, measure against the same clock:
+
+- (a) live trade: a consumer of the live trades topic, ``now - receipt_ts_us``;
+- (b) forming 1m candle: a consumer of the live candles topic, for every non-final 1m
+  update ``now - receipt_ts_us`` (a forming candle's ``receipt_ts_us`` is the newest
+  receipt of its trades: the trade that caused the update);
+- (c) subscriber: an SDK ``RelayClient.subscribe`` to the ticks of one market (a tenth of
+  the trades), through Kafka -> bridge -> relay XSUB -> XPUB, decoded, ``now - receipt``;
+- final: a read_committed consumer of the exactly-once candles topic, for every 1m candle
+  ``now - window_end_us`` (expected: lateness bound + up to one checkpoint interval).
+
+p50/p99/max per rate (the records produced during that phase), one run per invocation
+(``--runs`` repeats the phases on the same job). After the producer stops, the observers
+keep reading until the output topics stop growing (the job has caught up, at most 300 s).
+Values are sparse-decoded (only the fields needed) so the observers keep up. Asserts
+nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+MARKETS = [(f"BENCH{i}", f"S{i}/USDT") for i in range(10)]
+SUBSCRIBED = f"{MARKETS[0][0]}:{MARKETS[0][1]}"
+BOUND = "5s"
+CHECKPOINT = "10s"
+
+# -- Avro, just enough ------------------------------------------------------------------
+
+
+def _zigzag(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z > 127:
+        out.append(z & 127 | 128)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _string(s: str) -> bytes:
+    data = s.encode()
+    return _zigzag(len(data)) + data
+
+
+def _decimal(unscaled: int) -> bytes:
+    data = unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
+    return _zigzag(len(data)) + data
+
+
+def _long(buf: bytes, pos: int) -> tuple[int, int]:
+    shift = z = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        z |= (b & 127) << shift
+        if b < 128:
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+
+
+def _skip_bytes(buf: bytes, pos: int) -> int:
+    n, pos = _long(buf, pos)
+    return pos + n
+
+
+def trade_receipt(value: bytes) -> int:
+    """``receipt_ts_us`` of a Trade (fields: exchange, symbol, exchange_ts_us, receipt)."""
+    pos = _skip_bytes(value, _skip_bytes(value, 0))
+    _, pos = _long(value, pos)
+    return _long(value, pos)[0]
+
+
+def candle_fields(value: bytes) -> tuple[int, str, int, bool]:
+    """(receipt_ts_us, timeframe, window_end_us, final) of a Candle."""
+    pos = _skip_bytes(value, _skip_bytes(value, 0))
+    _, pos = _long(value, pos)
+    receipt, pos = _long(value, pos)
+    pos = _skip_bytes(value, pos)  # ingestor_id
+    n, pos = _long(value, pos)
+    timeframe = value[pos : pos + n].decode()
+    pos += n
+    _, pos = _long(value, pos)
+    window_end, pos = _long(value, pos)
+    for _ in range(5):  # open, high, low, close, volume
+        pos = _skip_bytes(value, pos)
+    for kind in ("bytes", "long", "bytes"):  # quote_volume, trade_count, vwap: unions
+        branch, pos = _long(value, pos)
+        if branch == 1:
+            pos = _skip_bytes(value, pos) if kind == "bytes" else _long(value, pos)[1]
+    return receipt, timeframe, window_end, value[pos] == 1
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+# -- child processes ---------------------------------------------------------------------
+
+
+def _producer(bootstrap: str, topic: str, phases: list[tuple[int, float]], out: Path) -> None:
+    """Produce ``rate`` trades/s for ``seconds`` per phase, 100/s between and after."""
+    from confluent_kafka import Producer
+
+    from ticklake.schemas.topics import PRODUCER_CONFIG
+
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": "1", **PRODUCER_CONFIG}
+    )
+    prefixes = [(f"{e}:{s}".encode(), _string(e) + _string(s)) for e, s in MARKETS]
+    tail = _string("bench:freshness")
+    # side, price 1000, amount 1 (DECIMAL(18, 8): unscaled big-endian), request_id null
+    rest = _string("buy") + _decimal(1000 * 10**8) + _decimal(10**8) + b"\x00"
+    counter = [0]
+
+    def run_at(rate: int, seconds: float) -> tuple[int, int, int]:
+        start = _now_us()
+        t0 = time.monotonic()
+        sent = 0
+        while (elapsed := time.monotonic() - t0) < seconds:
+            due = int(elapsed * rate) + 1
+            while sent < due:
+                counter[0] += 1
+                key, prefix = prefixes[counter[0] % len(prefixes)]
+                now = _now_us()
+                ts = _zigzag(now)
+                value = prefix + ts + ts + tail + _string(str(counter[0])) + rest
+                try:
+                    producer.produce(topic, value, key)
+                except BufferError:
+                    producer.poll(0.01)
+                    continue
+                sent += 1
+            producer.poll(0)
+            time.sleep(0.0005)
+        return start, _now_us(), sent
+
+    results = []
+    for rate, seconds in phases:
+        start, end, sent = run_at(rate, seconds)
+        results.append(
+            {"rate": rate, "start": start, "end": end, "sent": sent, "load": os.getloadavg()[0]}
+        )
+        run_at(100, 5.0)
+    run_at(100, 20.0)  # the last windows close (bound) and commit (checkpoint)
+    producer.flush(30)
+    out.write_text(json.dumps(results))
+
+
+def _observer(kind: str, bootstrap: str, topic: str, out: Path) -> None:
+    """Record (receipt or window end µs, latency µs) pairs until SIGTERM; print 'ready'."""
+    stop = [False]
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+    samples: list[tuple[int, int]] = []
+    if kind == "relay":
+        from ticklake.relay import RelayClient
+
+        with RelayClient().subscribe([SUBSCRIBED], ticks=True) as sub:
+            print("ready", flush=True)
+            while not stop[0]:
+                message = sub.recv(0.2)
+                if message is not None and not message.replay:
+                    now = _now_us()
+                    receipt = message.model.receipt_ts_us  # type: ignore[attr-defined]
+                    samples.append((receipt, now - receipt))
+        out.write_text(json.dumps({"samples": samples, "gaps": sub.stats.gaps}))
+        return
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+            "isolation.level": "read_committed" if kind == "final" else "read_uncommitted",
+        }
+    )
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    tps = [TopicPartition(topic, p) for p in parts]
+    for tp in tps:
+        tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[1]
+    consumer.assign(tps)
+    print("ready", flush=True)
+    while not stop[0]:
+        for msg in consumer.consume(1000, 0.1):
+            value = msg.value()
+            if msg.error() is not None or value is None:
+                continue
+            now = _now_us()
+            if kind == "trades":
+                receipt = trade_receipt(value)
+                samples.append((receipt, now - receipt))
+                continue
+            receipt, timeframe, window_end, final = candle_fields(value)
+            if timeframe != "1m":
+                continue
+            if kind == "candles" and not final:
+                samples.append((receipt, now - receipt))
+            elif kind == "final" and final:
+                samples.append((window_end, now - window_end))
+    consumer.close()
+    out.write_text(json.dumps({"samples": samples, "gaps": 0}))
+
+
+# -- the benchmark -----------------------------------------------------------------------
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _wait_live(bootstrap: str, raw: str, live: str, timeout_s: float) -> float:
+    """Produce a few trades until the live topic shows one; returns the seconds it took."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"w-{uuid.uuid4()}"})
+    parts = consumer.list_topics(live, timeout=10).topics[live].partitions
+    consumer.assign([TopicPartition(live, p, 0) for p in parts])
+    t0 = time.monotonic()
+    n = 0
+    try:
+        while time.monotonic() - t0 < timeout_s:
+            for e, s in MARKETS:
+                n += 1
+                ts = _zigzag(_now_us())
+                value = (_string(e) + _string(s) + ts + ts + _string("bench:warmup")
+                         + _string(f"w{n}") + _string("buy") + b"\x02\x01\x02\x01\x00")  # fmt: skip
+                producer.produce(raw, value, f"{e}:{s}".encode())
+            producer.poll(0)
+            if any(m.error() is None for m in consumer.consume(100, 0.2)):
+                return time.monotonic() - t0
+        raise TimeoutError(f"no live trade within {timeout_s:.0f}s")
+    finally:
+        producer.flush(10)
+        consumer.close()
+
+
+def _wait_quiet(
+    bootstrap: str, topics: list[str], quiet_s: float = 10, cap_s: float = 300
+) -> float:
+    """Wait until the output topics stop growing (the job has caught up), then 5 s more."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"q-{uuid.uuid4()}"})
+    t0 = time.monotonic()
+    try:
+
+        def ends() -> int:
+            total = 0
+            for topic in topics:
+                parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+                for p in parts:
+                    total += consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+            return total
+
+        last, since = ends(), time.monotonic()
+        while time.monotonic() - t0 < cap_s:
+            time.sleep(2)
+            now = ends()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                break
+        time.sleep(5)  # the observers read the tail
+        return time.monotonic() - t0
+    finally:
+        consumer.close()
+
+
+def _pcts(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    ms = sorted(v / 1000 for v in values)
+    return {
+        "n": len(ms),
+        "p50": statistics.median(ms),
+        "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
+        "max": ms[-1],
+    }
+
+
+def run(rates: list[int], seconds: float, runs: int = 1) -> Table:  # noqa: PLR0915
+    from ticklake.bench.stack_up import scratch_stack
+    from ticklake.catalog.connection import load_catalog
+    from ticklake.catalog.tables import ensure_market_tables
+    from ticklake.schemas.topics import (
+        CANDLES,
+        DEAD_LETTERS,
+        LATE_TRADES,
+        LIVE_CANDLES,
+        LIVE_TRADES,
+        RAW_TRADES,
+        ensure_topics,
+    )
+    from ticklake.settings import Connections
+    from ticklake.stack.components.flink import flink_python, job_environment
+    from ticklake.stack.context import StackContext
+    from ticklake.stack.manager import Stack
+    from ticklake.stack.process import free_port
+    from ticklake.stack.settings import StackSettings
+
+    console = Console(stderr=True)
+    run_id = uuid.uuid4().hex[:8]
+    results: list[dict[str, Any]] = []
+    finals: list[int] = []
+    gaps = 0
+    procs: list[subprocess.Popen[str]] = []
+    with scratch_stack(), tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        stack = Stack()
+        stack.up()
+        try:
+            bootstrap = Connections.load().kafka.bootstrap_servers
+            names = {
+                "raw": f"bench.fresh.raw.{run_id}", "candles": f"bench.fresh.candles.{run_id}",
+                "late": f"bench.fresh.late.{run_id}", "lt": f"bench.fresh.lt.{run_id}",
+                "lc": f"bench.fresh.lc.{run_id}", "dead": f"bench.fresh.dead.{run_id}",
+            }  # fmt: skip
+            ensure_topics(bootstrap, [
+                RAW_TRADES.renamed(names["raw"]), CANDLES.renamed(names["candles"]),
+                LATE_TRADES.renamed(names["late"]), LIVE_TRADES.renamed(names["lt"]),
+                LIVE_CANDLES.renamed(names["lc"]), DEAD_LETTERS.renamed(names["dead"]),
+            ])  # fmt: skip
+            namespace = f"bench_fresh_{run_id}"
+            ensure_market_tables(load_catalog(), namespace)
+            env = dict(os.environ)
+            for var in ("REQUEST", "WORK", "PUBLISH", "SUBSCRIBE"):
+                env[f"TICKLAKE_RELAY__{var}_PORT"] = str(free_port())
+            py = sys.executable
+            procs.append(_spawn([py, "-m", "ticklake.relay"], env, work / "relay.log"))
+            bridge = [str(Path(py).parent / "ticklake"), "relay", "bridge"]
+            bridge += ["--topic", f"{names['lt']}=tick", "--topic", f"{names['lc']}=ohlc:{{1}}"]
+            procs.append(_spawn(bridge, env, work / "bridge.log"))
+            ctx = StackContext(StackSettings())
+            job_env = env | job_environment(ctx)
+            job = _spawn([
+                str(flink_python(ctx)), "-m", "ticklake.jobs.dedup_ohlc",
+                "--raw-topic", names["raw"], "--candles-topic", names["candles"],
+                "--late-topic", names["late"], "--live-trades-topic", names["lt"],
+                "--live-candles-topic", names["lc"], "--namespace", namespace,
+                "--out-of-orderness", BOUND, "--checkpoint-interval", CHECKPOINT,
+                "--idle-timeout", "5s", "--checkpoint-dir", (work / "ckpt").as_uri(),
+                "--transactional-id-prefix", f"bench-fresh-{run_id}",
+                "--group-id", f"bench-fresh-{run_id}",
+            ], job_env, work / "job.log")  # fmt: skip
+            procs.append(job)
+            warm = _wait_live(bootstrap, names["raw"], names["lt"], 600)
+            console.print(f"job live after {warm:.0f}s of warm-up trades")
+            time.sleep(6)  # past the idle timeout: empty partitions no longer hold watermarks
+            for i in range(runs):
+                observers = {}
+                for kind, topic in [("trades", names["lt"]), ("candles", names["lc"]),
+                                    ("final", names["candles"]), ("relay", "")]:  # fmt: skip
+                    out = work / f"{kind}-{i}.json"
+                    p = _spawn([py, "-m", "ticklake.bench.freshness", "_observe", kind,
+                                bootstrap, topic, str(out)], env, work / f"{kind}.log")  # fmt: skip
+                    assert p.stdout is not None
+                    if p.stdout.readline().strip() != "ready":
+                        raise RuntimeError(f"observer {kind} failed: see {work}/{kind}.log")
+                    observers[kind] = (p, out)
+                phases_out = work / f"phases-{i}.json"
+                spec = ",".join(f"{r}:{seconds}" for r in rates)
+                console.print(f"run {i + 1}/{runs}: phases {spec} (load {os.getloadavg()[0]:.1f})")
+                produce = [py, "-m", "ticklake.bench.freshness", "_produce", bootstrap]
+                subprocess.run([*produce, names["raw"], spec, str(phases_out)], env=env, check=True)
+                caught_up = _wait_quiet(bootstrap, [names["lt"], names["lc"], names["candles"]])
+                console.print(
+                    f"outputs quiet after {caught_up:.0f}s (load {os.getloadavg()[0]:.1f})"
+                )
+                data = {}
+                for kind, (p, out) in observers.items():
+                    _stop(p)
+                    data[kind] = json.loads(out.read_text())
+                gaps += data["relay"]["gaps"]
+                phases = json.loads(phases_out.read_text())
+                for ph in phases:
+                    achieved = ph["sent"] / ((ph["end"] - ph["start"]) / 1e6)
+                    row: dict[str, Any] = {"rate": ph["rate"], "run": i + 1, "load": ph["load"],
+                                           "achieved": achieved}  # fmt: skip
+                    for kind in ("trades", "candles", "relay"):
+                        lat = [
+                            lt for r, lt in data[kind]["samples"] if ph["start"] <= r <= ph["end"]
+                        ]
+                        row[kind] = _pcts(lat)
+                    results.append(row)
+                    console.print(row)
+                start, end = phases[0]["start"], phases[-1]["end"]
+                finals += [lt for w, lt in data["final"]["samples"] if start <= w <= end]
+        finally:
+            for p in reversed(procs):
+                _stop(p)
+            stack.down()
+    return table(results, _pcts(finals), gaps)
+
+
+def _fmt(p: dict[str, float]) -> str:
+    return f"{p['p50']:.0f} / {p['p99']:.0f} / {p['max']:.0f} (n={p['n']})"
+
+
+def table(results: list[dict[str, Any]], final: dict[str, float], gaps: int) -> Table:
+    t = Table(
+        title="Freshness: trade produced -> live outputs (ms, p50 / p99 / max)",
+        caption=f"final 1m candle, window end -> committed (read_committed): {_fmt(final)}; "
+        f"bound {BOUND}, checkpoints {CHECKPOINT}; subscriber gaps {gaps}",
+    )
+    for col in ("trades/s (achieved)", "run", "(a) live trade", "(b) forming 1m candle",
+                "(c) subscriber tick", "load"):  # fmt: skip
+        t.add_column(col)
+    for r in results:
+        t.add_row(
+            f"{r['rate']:,} ({r['achieved']:,.0f})", str(r["run"]), _fmt(r["trades"]),
+            _fmt(r["candles"]), _fmt(r["relay"]), f"{r['load']:.1f}",
+        )  # fmt: skip
+    return t
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Child entry points: ``_produce`` and ``_observe`` (used by :func:`run`)."""
+    p = argparse.ArgumentParser(prog="python -m ticklake.bench.freshness")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    prod = sub.add_parser("_produce")
+    prod.add_argument("bootstrap")
+    prod.add_argument("topic")
+    prod.add_argument("phases", help="rate:seconds,...")
+    prod.add_argument("out", type=Path)
+    obs = sub.add_parser("_observe")
+    obs.add_argument("kind", choices=["trades", "candles", "final", "relay"])
+    obs.add_argument("bootstrap")
+    obs.add_argument("topic")
+    obs.add_argument("out", type=Path)
+    args = p.parse_args(argv)
+    if args.cmd == "_produce":
+        phases = [(int(r), float(s)) for r, s in (x.split(":") for x in args.phases.split(","))]
+        _producer(args.bootstrap, args.topic, phases, args.out)
+    else:
+        _observer(args.kind, args.bootstrap, args.topic, args.out)
+
+
+if __name__ == "__main__":
+    main()

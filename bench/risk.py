@@ -1,0 +1,590 @@
+"""Benchmark: risk decision latency under market-data load, and breach -> halt latency.
+
+    .venv/bin/python -m ticklake.bench risk [--rate 1000] [--seconds 20] [--trades 10000]
+        [--breaches 20] [--python-mode process|thread] [--runs 1]
+
+Starts its own stack (free ports) and the risk job unbounded on the embedded MiniCluster
+(default settings: process mode, bundles of 100 records / 5 ms, 5 ms buffer timeout, 10 s
+checkpoints, Iceberg audit tables on). A load process writes ``--trades`` trades/s of 10
+markets to a raw-trades topic (broker and machine load, as in production) and one final 1m
+candle per market per second to the job's candles topic (the market data the job reads).
+Then, per run:
+
+- **decisions**: ``--rate`` proposals/s for ``--seconds`` over 100 funded accounts, each
+  stamped with its produce time (wall clock, µs) as ``created_ts_us``; an observer process
+  consumes the live decisions topic: end to end = ``now - proposal_ts_us`` (produce ->
+  Kafka -> job -> live topic -> consumer), in job = ``decision_ts_us - proposal_ts_us``;
+- **breach -> halt**: ``--breaches`` accounts each hold 1000 units bought at 100; one fill
+  at 50 marks them down 50% (drawdown above 10%): ``now - event_ts_us`` of the ``halt``
+  event on the live events topic (``event_ts_us`` is the fill's produce time), and in job
+  ``emitted_ts_us - event_ts_us``.
+
+p50/p99/max of each. The machine's load average is printed with the figures. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.table import Table
+
+MARKETS = [f"B{i}/USDT" for i in range(10)]
+ACCOUNTS = [f"bench-{i}" for i in range(100)]
+S = 1_000_000
+MIN = 60 * S
+D = Decimal
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _producer(bootstrap: str, linger_ms: int = 0) -> Any:
+    from confluent_kafka import Producer
+
+    from ticklake.schemas.topics import PRODUCER_CONFIG
+
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, **PRODUCER_CONFIG})
+
+
+def _candle(symbol: str, end: int) -> Any:
+    from ticklake.schemas.models import Candle
+
+    return Candle(
+        exchange="BENCH",
+        symbol=symbol,
+        exchange_ts_us=end - 1,
+        receipt_ts_us=end,
+        ingestor_id="bench",
+        timeframe="1m",
+        window_start_us=end - MIN,
+        window_end_us=end,
+        open=D(100),
+        high=D(101),
+        low=D(99),
+        close=D(100),
+        volume=D(10),
+        final=True,
+        version=1,
+    )
+
+
+def _daily(symbol: str, end: int) -> Any:
+    from ticklake.schemas.models import Candle
+
+    day = end - end % (86_400 * S) - 86_400 * S
+    return Candle(
+        exchange="BENCH",
+        symbol=symbol,
+        exchange_ts_us=day + 1,
+        receipt_ts_us=day + 2,
+        ingestor_id="bench",
+        timeframe="1d",
+        window_start_us=day,
+        window_end_us=day + 86_400 * S,
+        open=D(100),
+        high=D(101),
+        low=D(99),
+        close=D(100),
+        volume=D(1),
+        quote_volume=D(10**9),
+        final=True,
+        version=1,
+    )
+
+
+def load_process(bootstrap: str, topics: dict[str, str], trades_per_s: int, stop: Any) -> None:
+    """Trades at ``trades_per_s`` to the raw topic, one 1m candle per market per second."""
+    from ticklake.schemas.models import Trade
+    from ticklake.schemas.serde import encode
+
+    producer = _producer(bootstrap, linger_ms=5)  # batches: 10k/s needs them
+    template = encode(
+        Trade(
+            exchange="BENCH",
+            symbol=MARKETS[0],
+            exchange_ts_us=_now_us(),
+            receipt_ts_us=_now_us(),
+            ingestor_id="bench",
+            trade_id="1",
+            side="buy",
+            price=D(100),
+            amount=D(1),
+        )
+    )
+    end = _now_us()
+    for symbol in MARKETS:  # 14 candles back in time: the ATR is ready at once
+        for i in range(14, 0, -1):
+            producer.produce(topics["candles"], _encode(_candle(symbol, end - i * MIN)))
+        producer.produce(topics["candles"], _encode(_daily(symbol, end)))
+    producer.flush(30)
+    t0 = time.monotonic()
+    sent = 0
+    next_candles = t0
+    while not stop.is_set():
+        elapsed = time.monotonic() - t0
+        while sent < int(elapsed * trades_per_s):
+            try:
+                producer.produce(topics["raw"], template, MARKETS[sent % 10].encode())
+            except BufferError:
+                producer.poll(0.01)
+                continue
+            sent += 1
+        if time.monotonic() >= next_candles:
+            now = _now_us()
+            for symbol in MARKETS:
+                value = _encode(_candle(symbol, now))
+                while True:
+                    try:
+                        producer.produce(topics["candles"], value)
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+            next_candles += 1.0
+        producer.poll(0)
+        time.sleep(0.001)
+    producer.flush(30)
+
+
+def _encode(record: Any) -> bytes:
+    from ticklake.schemas.serde import encode
+
+    data: bytes = encode(record)
+    return data
+
+
+def observer_process(  # noqa: PLR0917
+    bootstrap: str, topics: dict[str, str], out: str, ready: Any, stop: Any, counts: Any
+) -> None:
+    """Latencies of every live decision and every live halt event, to ``out`` (json)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from ticklake.schemas.risk import AccountEvent, RiskDecision
+    from ticklake.schemas.serde import decode
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"b-{uuid.uuid4()}", "fetch.wait.max.ms": 5}
+    )
+    consumer.assign(
+        [
+            TopicPartition(topics["decisions_live"], 0, 0),
+            TopicPartition(topics["events_live"], 0, 0),
+        ]
+    )
+    decisions: list[tuple[str, int, int]] = []
+    halts: list[tuple[str, int, int]] = []
+    ready.set()
+    while not stop.is_set():
+        for msg in consumer.consume(500, timeout=0.05):
+            now = _now_us()
+            if msg.error() is not None:
+                continue
+            if msg.topic() == topics["decisions_live"]:
+                d = decode(RiskDecision, msg.value() or b"")
+                decisions.append(
+                    (d.proposal_id, now - d.proposal_ts_us, d.decision_ts_us - d.proposal_ts_us)
+                )
+                counts[0] += 1
+                counts[2] = now
+            else:
+                e = decode(AccountEvent, msg.value() or b"")
+                if e.event == "halt":
+                    halts.append((e.account, now - e.event_ts_us, e.emitted_ts_us - e.event_ts_us))
+                    counts[1] += 1
+    consumer.close()
+    Path(out).write_text(json.dumps({"decisions": decisions, "halts": halts}))
+
+
+def _pcts(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    ms = sorted(v / 1000 for v in values)
+    return {
+        "n": len(ms),
+        "p50": statistics.median(ms),
+        "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
+        "max": ms[-1],
+    }
+
+
+def _proposal(pid: str, account: str, symbol: str) -> Any:
+    from ticklake.schemas.risk import OrderProposal
+
+    now = _now_us()
+    return OrderProposal(
+        proposal_id=pid,
+        account=account,
+        exchange="BENCH",
+        symbol=symbol,
+        side="buy",
+        source_id="bench",
+        signal_ts_us=now,
+        created_ts_us=now,
+    )
+
+
+def _command(account: str, cid: str, amount: str) -> Any:
+    from ticklake.schemas.risk import AccountCommand
+
+    return AccountCommand(
+        command_id=cid,
+        account=account,
+        command="deposit",
+        amount=D(amount),
+        reason="bench",
+        issued_by="bench",
+        issued_ts_us=_now_us(),
+    )
+
+
+def _fill(account: str, fid: str, side: Literal["buy", "sell"], qty: str, price: str) -> Any:
+    from ticklake.schemas.risk import Fill
+
+    now = _now_us()
+    return Fill(
+        fill_id=fid,
+        account=account,
+        exchange="BENCH",
+        symbol="HALT/USDT",
+        side=side,
+        qty=D(qty),
+        price=D(price),
+        fee=D(0),
+        fill_ts_us=now,
+        receipt_ts_us=now,
+    )
+
+
+def one_run(
+    bootstrap: str,
+    topics: dict[str, str],
+    *,
+    rate: int,
+    seconds: float,
+    breaches: int,
+    work: Path,
+    tag: str,
+) -> dict[str, Any]:
+    ready, stop = mp.Event(), mp.Event()
+    counts = mp.Array("q", 3)  # decisions seen, halts seen, time of the last decision (us)
+    out = work / f"observed-{tag}.json"
+    obs = mp.Process(
+        target=observer_process, args=(bootstrap, topics, str(out), ready, stop, counts)
+    )
+    obs.start()
+    ready.wait(30)
+    time.sleep(1)
+    base_decisions, base_halts = counts[0], counts[1]
+    producer = _producer(bootstrap)
+    first_us = _now_us()
+    t0 = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - t0) < seconds:
+        while sent < int(elapsed * rate):
+            account = ACCOUNTS[sent % len(ACCOUNTS)]
+            p = _proposal(f"{tag}-{sent}", account, MARKETS[sent % len(MARKETS)])
+            producer.produce(topics["proposals"], _encode(p), account.encode())
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.0005)
+    producer.flush(30)
+    load = os.getloadavg()[0]
+    _drain(lambda: counts[0] - base_decisions, sent, stall_s=20, limit_s=300)
+    drained_s = (counts[2] - first_us) / 1e6
+    # breach -> halt: accounts funded and filled in setup; one losing fill each, spaced.
+    for i in range(breaches):
+        account = f"{tag}-breach-{i}"
+        producer.produce(
+            topics["fills"],
+            _encode(_fill(account, f"{account}-2", "sell", "1", "50")),
+            account.encode(),
+        )
+        producer.flush(10)
+        time.sleep(0.2)
+    _drain(lambda: counts[1] - base_halts, breaches, stall_s=20, limit_s=120)
+    stop.set()
+    obs.join(60)
+    data = json.loads(out.read_text())
+    decided = [x for x in data["decisions"] if x[0].startswith(f"{tag}-")]
+    return {
+        "sent": sent,
+        "achieved": sent / seconds,
+        "load": load,
+        "e2e": _pcts([x[1] for x in decided]),
+        "in_job": _pcts([x[2] for x in decided]),
+        "halt_e2e": _pcts([x[1] for x in data["halts"] if x[0].startswith(f"{tag}-breach")]),
+        "halt_in_job": _pcts([x[2] for x in data["halts"] if x[0].startswith(f"{tag}-breach")]),
+        "decided": len({x[0] for x in decided}),
+        "sustained": len(decided) / drained_s if drained_s > 0 else float("nan"),
+    }
+
+
+def _drain(count: Any, want: int, *, stall_s: float, limit_s: float) -> None:
+    """Wait until ``count()`` reaches ``want``, stops growing for ``stall_s``, or ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        n = count()
+        if n >= want:
+            return
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            return
+        time.sleep(0.2)
+
+
+def _setup_accounts(bootstrap: str, topics: dict[str, str], tags: list[str], breaches: int) -> None:
+    producer = _producer(bootstrap)
+    for account in ACCOUNTS:
+        producer.produce(
+            topics["commands"], _encode(_command(account, f"d-{account}", "1e12")), account.encode()
+        )
+    for tag in tags:
+        for i in range(breaches):
+            account = f"{tag}-breach-{i}"
+            producer.produce(
+                topics["commands"],
+                _encode(_command(account, f"d-{account}", "100000")),
+                account.encode(),
+            )
+            producer.produce(
+                topics["fills"],
+                _encode(_fill(account, f"{account}-1", "buy", "1000", "100")),
+                account.encode(),
+            )
+    producer.flush(30)
+
+
+def _warm(bootstrap: str, topics: dict[str, str], timeout_s: float) -> float:
+    """Propose until a decision is approved (job up, market data and deposits in)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from ticklake.schemas.risk import RiskDecision
+    from ticklake.schemas.serde import decode
+
+    producer = _producer(bootstrap)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"w-{uuid.uuid4()}"})
+    consumer.assign([TopicPartition(topics["decisions_live"], 0, 0)])
+    t0 = time.monotonic()
+    n = 0
+    try:
+        while time.monotonic() - t0 < timeout_s:
+            n += 1
+            producer.produce(
+                topics["proposals"],
+                _encode(_proposal(f"warm-{n}", ACCOUNTS[0], MARKETS[0])),
+                ACCOUNTS[0].encode(),
+            )
+            producer.flush(10)
+            for msg in consumer.consume(100, 1.0):
+                if msg.error() is None and decode(RiskDecision, msg.value() or b"").approved:
+                    return time.monotonic() - t0
+        raise TimeoutError(f"no approved decision within {timeout_s:.0f}s")
+    finally:
+        consumer.close()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``risk`` subcommand's options (``bench/__main__.py``)."""
+    p.add_argument("--rate", type=int, default=1000, help="proposals/s (default 1000)")
+    p.add_argument("--seconds", type=float, default=20.0, help="per run (default 20)")
+    p.add_argument("--trades", type=int, default=10_000, help="background trades/s")
+    p.add_argument("--breaches", type=int, default=20, help="drawdown breaches per run")
+    p.add_argument("--python-mode", choices=["process", "thread"], default="process")
+    p.add_argument("--runs", type=int, default=1)
+
+
+def run_from(args: argparse.Namespace) -> Table:
+    return run(
+        rate=args.rate,
+        seconds=args.seconds,
+        trades=args.trades,
+        breaches=args.breaches,
+        python_mode=args.python_mode,
+        runs=args.runs,
+    )
+
+
+def run(  # noqa: PLR0915
+    *,
+    rate: int,
+    seconds: float,
+    trades: int,
+    breaches: int,
+    python_mode: str,
+    runs: int = 1,
+) -> Table:
+    from ticklake.bench.stack_up import scratch_stack
+    from ticklake.catalog.connection import load_catalog
+    from ticklake.catalog.tables import ensure_risk_tables
+    from ticklake.schemas.topics import (
+        CANDLES,
+        RAW_TRADES,
+        RISK_BROKER_POSITIONS,
+        RISK_COMMANDS,
+        RISK_DECISIONS,
+        RISK_DECISIONS_LIVE,
+        RISK_EVENTS,
+        RISK_EVENTS_LIVE,
+        RISK_FILLS,
+        RISK_LIMITS,
+        RISK_PROPOSALS,
+        RISK_VIOLATIONS,
+        TopicSpec,
+        ensure_topics,
+    )
+    from ticklake.settings import Connections
+    from ticklake.stack.components.flink import flink_python, job_environment
+    from ticklake.stack.context import StackContext
+    from ticklake.stack.manager import Stack
+    from ticklake.stack.settings import StackSettings
+
+    console = Console(stderr=True)
+    run_id = uuid.uuid4().hex[:8]
+    specs: dict[str, TopicSpec[Any]] = {
+        "proposals": RISK_PROPOSALS,
+        "fills": RISK_FILLS,
+        "broker_positions": RISK_BROKER_POSITIONS,
+        "commands": RISK_COMMANDS,
+        "limits": RISK_LIMITS,
+        "candles": CANDLES,
+        "decisions": RISK_DECISIONS,
+        "violations": RISK_VIOLATIONS,
+        "events": RISK_EVENTS,
+        "decisions_live": RISK_DECISIONS_LIVE,
+        "events_live": RISK_EVENTS_LIVE,
+        "raw": RAW_TRADES,
+    }
+    topics = {k: f"bench.risk.{run_id}.{k}" for k in specs}
+    results: list[dict[str, Any]] = []
+    with scratch_stack(), tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        stack = Stack()
+        stack.up()
+        job = None
+        stop = mp.Event()
+        load = None
+        try:
+            bootstrap = Connections.load().kafka.bootstrap_servers
+            ensure_topics(
+                bootstrap,
+                [
+                    s.renamed(topics[k]) if k == "raw" else _one_partition(s, topics[k])
+                    for k, s in specs.items()
+                ],
+            )
+            namespace = f"bench_risk_{run_id}"
+            ensure_risk_tables(load_catalog(), namespace)
+            ctx = StackContext(StackSettings())
+            args = [
+                str(flink_python(ctx)),
+                "-m",
+                "ticklake.jobs.risk",
+                "--namespace",
+                namespace,
+                "--checkpoint-dir",
+                (work / "ckpt").as_uri(),
+                "--python-mode",
+                python_mode,
+                "--transactional-id-prefix",
+                f"bench-risk-{run_id}",
+                "--group-id",
+                f"bench-risk-{run_id}",
+            ]
+            for key in specs:
+                if key != "raw":
+                    args += [f"--{key.replace('_', '-')}-topic", topics[key]]
+            log = (work / "job.log").open("w")
+            job = subprocess.Popen(
+                args,
+                env=dict(os.environ) | job_environment(ctx),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            load = mp.Process(target=load_process, args=(bootstrap, topics, trades, stop))
+            load.start()
+            tags = [f"r{i}" for i in range(runs)]
+            _setup_accounts(bootstrap, topics, tags, breaches)
+            warm = _warm(bootstrap, topics, 600)
+            console.print(f"job deciding after {warm:.0f}s (load {os.getloadavg()[0]:.1f})")
+            time.sleep(5)
+            for tag in tags:
+                row = one_run(
+                    bootstrap,
+                    topics,
+                    rate=rate,
+                    seconds=seconds,
+                    breaches=breaches,
+                    work=work,
+                    tag=tag,
+                )
+                console.print(row)
+                results.append(row)
+        finally:
+            stop.set()
+            if load is not None:
+                load.join(30)
+            if job is not None and job.poll() is None:
+                os.killpg(job.pid, 15)
+                try:
+                    job.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(job.pid, 9)
+            stack.down()
+    return _table(results, rate, trades, python_mode)
+
+
+def _one_partition(spec: Any, name: str) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(spec, name=name, partitions=1)
+
+
+def _fmt(p: dict[str, float]) -> str:
+    return f"{p['p50']:.1f} / {p['p99']:.1f} / {p['max']:.1f}"
+
+
+def _table(results: list[dict[str, Any]], rate: int, trades: int, mode: str) -> Table:
+    table = Table(
+        title=f"risk job, {rate} proposals/s, {trades} trades/s of load, {mode} mode "
+        "(ms: p50 / p99 / max)"
+    )
+    for col in (
+        "run",
+        "proposals/s",
+        "decided",
+        "decided/s",
+        "decision e2e",
+        "decision in job",
+        "breach->halt e2e",
+        "breach->halt in job",
+        "load avg",
+    ):
+        table.add_column(col)
+    for i, r in enumerate(results, start=1):
+        table.add_row(
+            str(i),
+            f"{r['achieved']:.0f}",
+            f"{r['decided']}/{r['sent']}",
+            f"{r['sustained']:.0f}",
+            _fmt(r["e2e"]),
+            _fmt(r["in_job"]),
+            _fmt(r["halt_e2e"]),
+            _fmt(r["halt_in_job"]),
+            f"{r['load']:.1f}",
+        )
+    return table

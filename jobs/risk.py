@@ -1,0 +1,383 @@
+"""Pre-trade risk checks and portfolio monitors on the stream (``docs/risk.md``).
+
+    python -m ticklake.jobs.risk [--namespace risk] [--checkpoint-interval 10s] ...
+
+Reads, with Table API DDL derived from the ``.avsc`` files (Flink's own Avro format):
+proposals, fills, broker positions, account commands and limits (all keyed by account) and
+the final candles (``read_committed``: only committed candles of the exactly-once topic).
+Converts them to DataStreams and runs :class:`~ticklake.jobs.risk_function.RiskFunction`
+(keyed by account, market data and default limits broadcast). Writes
+
+- decisions, violations and account events to Kafka **exactly-once** (transactions that
+  commit with each checkpoint) and to the Iceberg audit tables ``<namespace>.decisions``,
+  ``.violations``, ``.account_events`` (created by ``ticklake.catalog.tables.ensure_risk_tables``);
+- decisions and account events also **at-least-once** to the live topics, visible at once
+  (consumers deduplicate by ``proposal_id`` / ``event_id``): the low-latency path.
+
+Settings come from ``TICKLAKE_RISK_*`` environment variables, then the flags below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import sysconfig
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ticklake.catalog.connection import flink_catalog_ddl
+from ticklake.home import state_home
+from ticklake.jobs.dedup_ohlc import Duration, _ms
+from ticklake.jobs.execution import wait_unless_detached
+from ticklake.jobs.ohlc_sql import micros_to_ltz_sql
+from ticklake.jobs.risk_function import (
+    ACCOUNT_INPUTS,
+    EVENTS,
+    VIOLATIONS,
+    RiskConfig,
+    RiskFunction,
+    markets_descriptor,
+    row_type,
+    text_select,
+    typed_select,
+)
+from ticklake.schemas.flink import kafka_table_ddl
+from ticklake.schemas.models import Candle, WireModel
+from ticklake.schemas.risk import AccountEvent, AccountLimits, RiskDecision, RiskViolation
+from ticklake.schemas.topics import (
+    CANDLES,
+    RISK_BROKER_POSITIONS,
+    RISK_COMMANDS,
+    RISK_DECISIONS,
+    RISK_DECISIONS_LIVE,
+    RISK_EVENTS,
+    RISK_EVENTS_LIVE,
+    RISK_FILLS,
+    RISK_LIMITS,
+    RISK_PROPOSALS,
+    RISK_VIOLATIONS,
+)
+from ticklake.settings import Connections
+
+if TYPE_CHECKING:
+    from pyflink.table import StatementSet, StreamTableEnvironment
+
+JOB_NAME = "risk"
+
+
+class RiskSettings(BaseSettings):
+    """Typed settings of the risk job (env prefix ``TICKLAKE_RISK_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TICKLAKE_RISK_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    proposals_topic: str = RISK_PROPOSALS.name
+    fills_topic: str = RISK_FILLS.name
+    broker_positions_topic: str = RISK_BROKER_POSITIONS.name
+    commands_topic: str = RISK_COMMANDS.name
+    limits_topic: str = RISK_LIMITS.name
+    candles_topic: str = CANDLES.name
+    decisions_topic: str = RISK_DECISIONS.name
+    violations_topic: str = RISK_VIOLATIONS.name
+    events_topic: str = RISK_EVENTS.name
+    decisions_live_topic: str = RISK_DECISIONS_LIVE.name
+    events_live_topic: str = RISK_EVENTS_LIVE.name
+    #: Iceberg namespace of the audit tables; empty: no Iceberg output.
+    namespace: str = "risk"
+    atr_timeframe: str = "1m"
+    adv_timeframe: str = "1d"
+    atr_period: int = Field(default=14, ge=1)
+    adv_days: int = Field(default=20, ge=1)
+    #: How often an account with open positions is marked to market between its events.
+    monitor_interval: Duration = timedelta(seconds=1)
+    #: How long proposal, fill and command ids are remembered (duplicates ignored).
+    dedup_ttl: Duration = timedelta(days=7)
+    checkpoint_interval: Duration = timedelta(seconds=10)
+    checkpoint_dir: str | None = None
+    parallelism: int = Field(default=1, ge=1)
+    transactional_id_prefix: str = "ticklake-risk"
+    transaction_timeout: Duration = timedelta(minutes=15)
+    group_id: str = "ticklake-risk"
+    startup_mode: Literal["earliest-offset", "latest-offset", "group-offsets"] = "earliest-offset"
+    #: ``process`` (separate Python workers, the default) or ``thread`` (Python embedded in
+    #: the TaskManager JVM through pemja: no serialization hop, lower latency).
+    python_mode: Literal["process", "thread"] = "process"
+    #: Records and time per Python bundle; small bundles = low latency (defaults 100000/1s).
+    bundle_size: int = Field(default=1000, ge=1)
+    bundle_time: Duration = timedelta(milliseconds=5)
+    #: Network buffer flush interval (Flink's default 100 ms).
+    buffer_timeout: Duration = timedelta(milliseconds=5)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RiskSettings:
+        if not timedelta(0) < self.checkpoint_interval < self.transaction_timeout:
+            raise ValueError("need 0 < checkpoint_interval < transaction_timeout")
+        if self.transaction_timeout >= timedelta(hours=2):
+            raise ValueError("transaction_timeout must stay below the broker's 2 h maximum")
+        return self
+
+    def resolved_checkpoint_dir(self) -> str:
+        if self.checkpoint_dir:
+            return self.checkpoint_dir
+        return (state_home() / "data" / "checkpoints" / JOB_NAME).resolve().as_uri()
+
+    def flink_config(self) -> dict[str, str]:
+        return {
+            "pipeline.name": f"ticklake {JOB_NAME}",
+            "table.local-time-zone": "UTC",
+            "parallelism.default": str(self.parallelism),
+            "execution.checkpointing.interval": f"{_ms(self.checkpoint_interval)} ms",
+            "execution.checkpointing.mode": "EXACTLY_ONCE",
+            "execution.checkpointing.dir": self.resolved_checkpoint_dir(),
+            "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+            "execution.buffer-timeout.interval": f"{_ms(self.buffer_timeout)} ms",
+            "python.execution-mode": self.python_mode,
+            "python.executable": sys.executable,
+            "python.fn-execution.bundle.size": str(self.bundle_size),
+            "python.fn-execution.bundle.time": str(_ms(self.bundle_time)),
+        }
+
+    def operator_config(self) -> RiskConfig:
+        return RiskConfig(
+            atr_timeframe=self.atr_timeframe,
+            adv_timeframe=self.adv_timeframe,
+            atr_period=self.atr_period,
+            adv_days=self.adv_days,
+            monitor_interval_ms=_ms(self.monitor_interval),
+            dedup_ttl_ms=_ms(self.dedup_ttl),
+        )
+
+
+def _q(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def source_ddls(s: RiskSettings, bootstrap: str) -> list[str]:
+    """Kafka source tables: the five account inputs and the candles."""
+    options = {
+        "properties.group.id": s.group_id,
+        "scan.startup.mode": s.startup_mode,
+        "properties.isolation.level": "read_committed",
+    }
+    if s.startup_mode == "group-offsets":
+        options["properties.auto.offset.reset"] = "earliest"
+    topics = {
+        "proposal": s.proposals_topic,
+        "fill": s.fills_topic,
+        "broker_position": s.broker_positions_topic,
+        "command": s.commands_topic,
+        "limits": s.limits_topic,
+    }
+    ddls = [
+        kafka_table_ddl(model, f"in_{kind}", topics[kind], bootstrap_servers=bootstrap,
+                        options=options)
+        for kind, model in ACCOUNT_INPUTS.items()
+    ]  # fmt: skip
+    ddls.append(
+        kafka_table_ddl(Candle, "in_candles", s.candles_topic, bootstrap_servers=bootstrap,
+                        options=options)
+    )  # fmt: skip
+    return ddls
+
+
+def sink_ddl(
+    model: type[WireModel], table: str, topic: str, s: RiskSettings, bootstrap: str, *, suffix: str
+) -> str:
+    """A Kafka sink keyed by account; ``suffix`` None: at-least-once (live topics)."""
+    options = {
+        "key.format": "raw",
+        "key.fields": "account",
+        "value.format": "avro",
+        "value.fields-include": "ALL",
+        "sink.delivery-guarantee": "exactly-once" if suffix else "at-least-once",
+    }
+    if suffix:
+        options["sink.transactional-id-prefix"] = f"{s.transactional_id_prefix}-{suffix}"
+        options["properties.transaction.timeout.ms"] = str(_ms(s.transaction_timeout))
+    else:
+        options["properties.linger.ms"] = "0"
+    ddl = kafka_table_ddl(model, table, topic, bootstrap_servers=bootstrap, options=options)
+    return ddl.replace("  'format' = 'avro',\n", "").replace(
+        "  'scan.startup.mode' = 'earliest-offset',\n", ""
+    )
+
+
+def sinks(s: RiskSettings, bootstrap: str) -> list[str]:
+    return [
+        sink_ddl(
+            RiskDecision, "out_decisions", s.decisions_topic, s, bootstrap, suffix="decisions"
+        ),
+        sink_ddl(
+            RiskViolation, "out_violations", s.violations_topic, s, bootstrap, suffix="violations"
+        ),
+        sink_ddl(AccountEvent, "out_events", s.events_topic, s, bootstrap, suffix="events"),
+        sink_ddl(RiskDecision, "live_decisions", s.decisions_live_topic, s, bootstrap, suffix=""),
+        sink_ddl(AccountEvent, "live_events", s.events_live_topic, s, bootstrap, suffix=""),
+    ]
+
+
+#: (view, model, Iceberg table, its time column, the microsecond field it comes from)
+OUTPUTS = (
+    ("decisions", RiskDecision, "decisions", "decision_ts", "decision_ts_us"),
+    ("violations", RiskViolation, "violations", "detected_ts", "detected_ts_us"),
+    ("account_events", AccountEvent, "account_events", "emitted_ts", "emitted_ts_us"),
+)
+
+
+def inserts(s: RiskSettings, catalog: str) -> list[str]:
+    out = [
+        f"INSERT INTO out_decisions {typed_select(RiskDecision, 'decisions')}",
+        f"INSERT INTO out_violations {typed_select(RiskViolation, 'violations')}",
+        f"INSERT INTO out_events {typed_select(AccountEvent, 'account_events')}",
+        f"INSERT INTO live_decisions {typed_select(RiskDecision, 'decisions')}",
+        f"INSERT INTO live_events {typed_select(AccountEvent, 'account_events')}",
+    ]
+    if s.namespace:
+        for view, model, table, ts_col, us_field in OUTPUTS:
+            target = f"`{catalog}`.`{s.namespace}`.`{table}`"
+            extra = [f"{micros_to_ltz_sql(f'`{us_field}`')} AS `{ts_col}`"]
+            out.append(f"INSERT INTO {target} {typed_select(model, view, extra)}")
+    return out
+
+
+def _thread_mode_path() -> None:
+    """Thread mode embeds the interpreter through pemja, which does not see a virtualenv's
+    packages (FLINK-38585); put them on ``PYTHONPATH`` before the JVM starts."""
+    site = sysconfig.get_paths()["purelib"]
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if site not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([site, *paths])
+
+
+def build(
+    settings: RiskSettings, conn: Connections | None = None
+) -> tuple[StreamTableEnvironment, StatementSet]:
+    """The environment with the whole pipeline, and the statement set that runs it."""
+    from pyflink.common import Configuration, Types
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+    conn = conn or Connections.load()
+    if settings.python_mode == "thread":
+        _thread_mode_path()
+    config = Configuration()
+    for key, value in settings.flink_config().items():
+        config.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    t_env = StreamTableEnvironment.create(env)
+    for key, value in settings.flink_config().items():
+        t_env.get_config().set(key, value)
+    bootstrap = conn.kafka.bootstrap_servers
+    for ddl in [*source_ddls(settings, bootstrap), *sinks(settings, bootstrap)]:
+        t_env.execute_sql(ddl)
+    if settings.namespace:
+        t_env.execute_sql(flink_catalog_ddl(conn))
+
+    pickled = Types.PICKLED_BYTE_ARRAY()
+    account_streams = []
+    for kind, model in ACCOUNT_INPUTS.items():
+        where = " WHERE `account` <> '*'" if kind == "limits" else ""
+        table = t_env.sql_query(text_select(model, f"in_{kind}", where))
+        stream = t_env.to_data_stream(table).map(
+            lambda row, k=kind: (k, row[1] if k != "limits" else row[0], tuple(row)),
+            output_type=pickled,
+        )
+        account_streams.append(stream)
+    defaults = t_env.to_data_stream(
+        t_env.sql_query(text_select(AccountLimits, "in_limits", " WHERE `account` = '*'"))
+    ).map(lambda row: ("limits", "*", tuple(row)), output_type=pickled)
+    tfs = ", ".join(_q(tf) for tf in {settings.atr_timeframe, settings.adv_timeframe})
+    candles = t_env.to_data_stream(
+        t_env.sql_query(
+            "SELECT CONCAT(`exchange`, ':', `symbol`), `timeframe`, `window_start_us`,"
+            " `window_end_us`, CAST(`high` AS STRING), CAST(`low` AS STRING),"
+            " CAST(`close` AS STRING), CAST(`volume` AS STRING),"
+            " CAST(`quote_volume` AS STRING)"
+            f" FROM in_candles WHERE `final` AND `timeframe` IN ({tfs})"
+        )
+    ).map(lambda r: ("candle", r[0], _candle_payload(r)), output_type=pickled)
+
+    accounts = account_streams[0].union(*account_streams[1:])
+    decisions = (
+        accounts.key_by(lambda v: v[1], key_type=Types.STRING())
+        .connect(candles.union(defaults).broadcast(markets_descriptor()))
+        .process(RiskFunction(settings.operator_config()), output_type=row_type(RiskDecision))
+        .name("risk rules")
+    )
+    t_env.create_temporary_view("decisions", t_env.from_data_stream(decisions))
+    t_env.create_temporary_view(
+        "violations", t_env.from_data_stream(decisions.get_side_output(VIOLATIONS))
+    )
+    t_env.create_temporary_view(
+        "account_events", t_env.from_data_stream(decisions.get_side_output(EVENTS))
+    )
+    statements = t_env.create_statement_set()
+    for insert in inserts(settings, conn.catalog.name):
+        statements.add_insert_sql(insert)
+    return t_env, statements
+
+
+def _candle_payload(row: Any) -> tuple[Any, ...]:
+    from decimal import Decimal
+
+    return (
+        row[1], row[2], row[3], Decimal(row[4]), Decimal(row[5]), Decimal(row[6]),
+        Decimal(row[7]), None if row[8] is None else Decimal(row[8]),
+    )  # fmt: skip
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ticklake.jobs.risk",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = p.add_argument
+    for name in RiskSettings.model_fields:
+        if name.endswith("_topic"):
+            add(
+                f"--{name.replace('_', '-')}",
+                help=f"topic (default {RiskSettings.model_fields[name].default})",
+            )
+    add("--namespace", help="Iceberg namespace of the audit tables ('' for none; default risk)")
+    add("--atr-timeframe", help="candles the ATR and last price come from (default 1m)")
+    add("--adv-timeframe", help="candles the ADV comes from (default 1d)")
+    add("--atr-period", type=int, help="ATR period (default 14)")
+    add("--adv-days", type=int, help="daily candles averaged for the ADV (default 20)")
+    add("--monitor-interval", help="mark-to-market interval of open accounts (default 1s)")
+    add("--dedup-ttl", help="how long input ids are remembered (default 7d)")
+    add("--checkpoint-interval", help="e.g. 10s (default); Kafka and Iceberg commit on it")
+    add("--checkpoint-dir", help="file:// or s3:// URI (default under the state home)")
+    add("--parallelism", type=int, help="default parallelism (default 1)")
+    add("--transactional-id-prefix", help="Kafka transactional id prefix, unique per job")
+    add("--group-id", help="Kafka consumer group of the sources")
+    add("--startup-mode", choices=["earliest-offset", "latest-offset", "group-offsets"])
+    add("--python-mode", choices=["process", "thread"])
+    add("--bundle-size", type=int, help="records per Python bundle (default 1000)")
+    add("--bundle-time", help="time per Python bundle (default 5ms)")
+    add("--buffer-timeout", help="network buffer flush interval (default 5ms)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = RiskSettings(**_overrides(parser().parse_args(argv)))
+    _, statements = build(settings)
+    result = statements.execute()
+    client = result.get_job_client()
+    job_id = str(client.get_job_id()) if client is not None else None
+    print(f"submitted job {job_id} ({JOB_NAME})", flush=True)
+    wait_unless_detached(result)
+
+
+if __name__ == "__main__":
+    main()

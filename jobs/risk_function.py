@@ -1,0 +1,352 @@
+"""The risk job's stateful Python operator and the row layouts around it.
+
+One ``KeyedBroadcastProcessFunction``: the keyed side carries every account input (keyed by
+account: proposals, fills, broker positions, commands, limits), the broadcast side the
+market data (final candles) and the default limits (account ``*``). State, all in Flink:
+
+- keyed, per account: the :class:`Portfolio` (pickled), the account's limits, the ids of
+  proposals, fills and commands already applied (``MapState`` with a TTL: a repeated id is
+  ignored, so a proposal gets exactly one decision), the pending monitor timer;
+- broadcast: one :class:`MarketState` per market and the default limits. Every parallel
+  instance receives every broadcast element, so each keeps a plain dict mirror of it for
+  fast reads and refills the mirror from the broadcast state after a restore.
+
+Rows cross the Java/Python boundary with decimals as exact text (PyFlink 1.20 cannot key a
+stream whose rows hold ``BigDecimal``s: ``ExternalTypeInfo`` of a legacy decimal fails),
+so the SQL casts decimals to ``STRING`` on the way in and back to ``DECIMAL(p, s)`` on the
+way out.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from pyflink.common import Row, Types
+from pyflink.common.time import Time
+from pyflink.common.typeinfo import TypeInformation
+from pyflink.datastream import OutputTag
+from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
+
+from ticklake.jobs.risk_market import CandleView, MarketState
+from ticklake.jobs.risk_portfolio import Event, Outcome, Portfolio, Violation
+from ticklake.jobs.risk_rules import Decision, decide, round8
+from ticklake.schemas.models import WireModel
+from ticklake.schemas.risk import (
+    AccountCommand,
+    AccountEvent,
+    AccountLimits,
+    BrokerPosition,
+    Fill,
+    OrderProposal,
+    RiskViolation,
+)
+
+log = logging.getLogger(__name__)
+
+#: Kinds of the keyed side, and the model each carries.
+ACCOUNT_INPUTS: dict[str, type[WireModel]] = {
+    "proposal": OrderProposal,
+    "fill": Fill,
+    "broker_position": BrokerPosition,
+    "command": AccountCommand,
+    "limits": AccountLimits,
+}
+DEFAULTS_KEY = "*"
+
+
+@functools.cache
+def fields(model: type[WireModel]) -> tuple[dict[str, Any], ...]:
+    return tuple(model.avro_schema()["fields"])
+
+
+@functools.cache
+def field_names(model: type[WireModel]) -> tuple[str, ...]:
+    return tuple(f["name"] for f in fields(model))
+
+
+@functools.cache
+def decimal_names(model: type[WireModel]) -> frozenset[str]:
+    out = set()
+    for f in fields(model):
+        kind = f["type"][1] if isinstance(f["type"], list) else f["type"]
+        if isinstance(kind, dict) and kind.get("logicalType") == "decimal":
+            out.add(f["name"])
+    return frozenset(out)
+
+
+def text_select(model: type[WireModel], table: str, where: str = "") -> str:
+    """``SELECT`` of ``table`` in ``model``'s field order, decimals as exact text."""
+    decimals = decimal_names(model)
+    cols = [
+        f"CAST(`{f['name']}` AS STRING) AS `{f['name']}`" if f["name"] in decimals
+        else f"`{f['name']}`"
+        for f in fields(model)
+    ]  # fmt: skip
+    return f"SELECT {', '.join(cols)} FROM {table}{where}"
+
+
+def typed_select(model: type[WireModel], view: str, extra: Iterable[str] = ()) -> str:
+    """``SELECT`` of a text-decimal ``view`` with the decimals cast back to the schema's."""
+    cols = [*extra]
+    for f in fields(model):
+        kind = f["type"][1] if isinstance(f["type"], list) else f["type"]
+        name = f["name"]
+        if isinstance(kind, dict):
+            cols.append(
+                f"CAST(`{name}` AS DECIMAL({kind['precision']}, {kind['scale']})) AS `{name}`"
+            )
+        else:
+            cols.append(f"`{name}`")
+    return f"SELECT {', '.join(cols)} FROM {view}"
+
+
+_FLINK_TYPES = {"string": Types.STRING, "long": Types.LONG, "boolean": Types.BOOLEAN}
+
+
+def row_type(model: type[WireModel]) -> TypeInformation:
+    """The Python row type of ``model`` with decimals as text."""
+    names, types = [], []
+    for f in fields(model):
+        kind = f["type"][1] if isinstance(f["type"], list) else f["type"]
+        names.append(f["name"])
+        types.append(Types.STRING() if isinstance(kind, dict) else _FLINK_TYPES[kind]())
+    return Types.ROW_NAMED(names, types)
+
+
+def parse(model: type[WireModel], values: tuple[Any, ...]) -> WireModel:
+    """A validated model from a text-decimal row (raises ``ValidationError``)."""
+    decimals = decimal_names(model)
+    data = {
+        n: Decimal(v) if n in decimals and v is not None else v
+        for n, v in zip(field_names(model), values, strict=True)
+    }
+    return model(**data)
+
+
+def _text(value: Decimal | None) -> str | None:
+    rounded = round8(value)
+    return None if rounded is None else str(rounded)
+
+
+VIOLATIONS = OutputTag("violations", row_type(RiskViolation))
+EVENTS = OutputTag("account_events", row_type(AccountEvent))
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def decision_row(p: OrderProposal, d: Decision, decided_us: int) -> Row:
+    return Row(
+        p.proposal_id, p.account, p.exchange, p.symbol, p.side, d.approved,
+        str(round8(d.size) or Decimal(0)), d.rule_failed, d.reason,
+        _text(d.observed), _text(d.limit), _text(d.equity), _text(d.cash), _text(d.price),
+        _text(d.atr), _text(d.adv_notional), _text(d.drawdown), _text(d.daily_loss),
+        _text(d.symbol_exposure), _text(d.group_exposure), _text(d.risk_qty),
+        _text(d.cap_qty), p.signal_ts_us, p.created_ts_us, decided_us,
+    )  # fmt: skip
+
+
+def invalid_decision_row(values: tuple[Any, ...], error: ValidationError, decided_us: int) -> Row:
+    raw = dict(zip(field_names(OrderProposal), values, strict=True))
+    first = error.errors()[0]
+    where = ".".join(str(x) for x in first["loc"])
+    return Row(
+        raw["proposal_id"], raw["account"], raw["exchange"], raw["symbol"], raw["side"],
+        False, "0", "INVALID_PROPOSAL", f"invalid proposal: {where}: {first['msg']}",
+        None, None, None, None, None, None, None, None, None, None, None, None, None,
+        raw["signal_ts_us"], raw["created_ts_us"], decided_us,
+    )  # fmt: skip
+
+
+def violation_row(account: str, v: Violation, detected_us: int) -> Row:
+    return Row(
+        v.violation_id, account, v.monitor, _text(v.observed), _text(v.limit), v.halts,
+        v.detail, v.cause_id, v.event_ts_us, detected_us,
+    )  # fmt: skip
+
+
+def event_row(account: str, e: Event, emitted_us: int) -> Row:
+    return Row(
+        e.event_id, account, e.event, e.rule, e.reason, _text(e.observed), _text(e.limit),
+        e.cause_id, e.event_ts_us, emitted_us,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    """Market-wide settings of the operator (from the job's settings)."""
+
+    atr_timeframe: str = "1m"
+    adv_timeframe: str = "1d"
+    atr_period: int = 14
+    adv_days: int = 20
+    monitor_interval_ms: int = 1000
+    dedup_ttl_ms: int = 7 * 86_400_000
+
+
+def markets_descriptor() -> MapStateDescriptor:
+    """A fresh descriptor each time: a used one holds Java objects and cannot be pickled."""
+    return MapStateDescriptor("markets", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+
+
+class _Markets(Mapping[str, MarketState]):
+    """Read view of the broadcast state through the operator's dict mirror."""
+
+    def __init__(self, mirror: dict[str, Any], state: Any) -> None:
+        self._mirror = mirror
+        self._state = state
+
+    def __getitem__(self, market: str) -> MarketState:
+        if market not in self._mirror:
+            value = self._state.get(market)
+            if value is None:
+                raise KeyError(market)
+            self._mirror[market] = value
+        value = self._mirror[market]
+        if not isinstance(value, MarketState):
+            raise KeyError(market)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mirror)
+
+    def __len__(self) -> int:
+        return len(self._mirror)
+
+
+class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
+    """Account inputs in, decisions (main output), violations and events (side outputs)."""
+
+    def __init__(self, config: RiskConfig) -> None:
+        self.config = config
+        self.mirror: dict[str, Any] = {}
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        pickled = Types.PICKLED_BYTE_ARRAY()
+        self.portfolio = runtime_context.get_state(ValueStateDescriptor("portfolio", pickled))
+        self.limits = runtime_context.get_state(ValueStateDescriptor("limits", pickled))
+        self.timer = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
+        seen = MapStateDescriptor("seen", Types.STRING(), Types.BOOLEAN())
+        ttl = StateTtlConfig.new_builder(Time.milliseconds(self.config.dedup_ttl_ms)).build()
+        seen.enable_time_to_live(ttl)
+        self.seen = runtime_context.get_map_state(seen)
+        self.mirror = {}
+
+    # -- broadcast side: market data and default limits ---------------------------------
+
+    def process_broadcast_element(self, value: tuple[str, str, tuple[Any, ...]], ctx: Any) -> None:
+        kind, key, payload = value
+        state = ctx.get_broadcast_state(markets_descriptor())
+        if kind == "limits":
+            try:
+                limits = parse(AccountLimits, payload)
+            except ValidationError as exc:
+                log.warning("ignoring invalid default limits: %s", exc)
+                return
+            state.put(DEFAULTS_KEY, limits)
+            self.mirror[DEFAULTS_KEY] = limits
+            return
+        candle = CandleView(key, *payload)
+        market = self.mirror.get(key) or state.get(key)
+        if market is None:
+            market = MarketState(key, self.config.atr_period, self.config.adv_days)
+        if market.on_candle(candle, self.config.atr_timeframe, self.config.adv_timeframe):
+            state.put(key, market)
+        self.mirror[key] = market
+
+    # -- keyed side: one account --------------------------------------------------------
+
+    def _limits(self, account: str, state: Any) -> AccountLimits:
+        own = self.limits.value()
+        if isinstance(own, AccountLimits):
+            return own
+        default = self.mirror.get(DEFAULTS_KEY) or state.get(DEFAULTS_KEY)
+        if isinstance(default, AccountLimits):
+            self.mirror[DEFAULTS_KEY] = default
+            return default.model_copy(update={"account": account})
+        return AccountLimits.defaults(account, 946_684_800_000_000)
+
+    def _first_time(self, kind: str, ident: str) -> bool:
+        key = f"{kind}:{ident}"
+        if self.seen.contains(key):
+            return False
+        self.seen.put(key, True)
+        return True
+
+    def process_element(self, value: tuple[str, str, tuple[Any, ...]], ctx: Any) -> Iterator[Any]:
+        kind, account, values = value
+        state = ctx.get_broadcast_state(markets_descriptor())
+        markets = _Markets(self.mirror, state)
+        limits = self._limits(account, state)
+        portfolio = self.portfolio.value() or Portfolio(account)
+        model = ACCOUNT_INPUTS[kind]
+        try:
+            record = parse(model, values)
+        except ValidationError as exc:
+            if kind == "proposal" and self._first_time(kind, str(values[0])):
+                yield invalid_decision_row(values, exc, now_us())
+            else:
+                log.warning("ignoring an invalid %s of %s: %s", kind, account, exc)
+            return
+        outcome = Outcome()
+        if isinstance(record, OrderProposal):
+            if not self._first_time(kind, record.proposal_id):
+                return
+            outcome = portfolio.refresh(markets, limits, record.proposal_id, record.created_ts_us)
+            yield from self._emit(account, outcome)
+            decided = now_us()
+            yield decision_row(record, decide(record, portfolio, markets, limits, decided), decided)
+            outcome = Outcome()
+        elif isinstance(record, Fill):
+            if self._first_time(kind, record.fill_id):
+                outcome = portfolio.on_fill(record, markets, limits)
+        elif isinstance(record, AccountCommand):
+            if self._first_time(kind, record.command_id):
+                outcome = portfolio.on_command(record, markets, limits)
+        elif isinstance(record, BrokerPosition):
+            outcome = portfolio.on_broker_position(record, markets, limits)
+        elif isinstance(record, AccountLimits):
+            self.limits.update(record)
+        yield from self._emit(account, outcome)
+        self.portfolio.update(portfolio)
+        self._schedule(portfolio, ctx)
+
+    def _emit(self, account: str, outcome: Outcome) -> Iterator[Any]:
+        stamp = now_us()
+        for v in outcome.violations:
+            yield VIOLATIONS, violation_row(account, v, stamp)
+        for e in outcome.events:
+            yield EVENTS, event_row(account, e, stamp)
+
+    def _schedule(self, portfolio: Portfolio, ctx: Any) -> None:
+        """Keep one processing-time timer per account with open positions: the monitors
+        then see price moves between the account's own events."""
+        if self.timer.value() is not None:
+            return
+        if any(p.qty != 0 for p in portfolio.positions.values()):
+            due = ctx.timer_service().current_processing_time() + self.config.monitor_interval_ms
+            ctx.timer_service().register_processing_time_timer(due)
+            self.timer.update(due)
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+        self.timer.clear()
+        portfolio = self.portfolio.value()
+        if portfolio is None:
+            return
+        state = ctx.get_broadcast_state(markets_descriptor())
+        limits = self._limits(portfolio.account, state)
+        outcome = portfolio.refresh(
+            _Markets(self.mirror, state), limits, f"monitor:{timestamp}", timestamp * 1000
+        )
+        yield from self._emit(portfolio.account, outcome)
+        self.portfolio.update(portfolio)
+        self._schedule(portfolio, ctx)
