@@ -47,7 +47,7 @@ from ticklake.jobs.cep_sql import (
     resolve,
 )
 from ticklake.jobs.dedup_ohlc import Duration
-from ticklake.jobs.execution import wait_unless_detached
+from ticklake.jobs.execution import statement_set, wait_unless_detached
 from ticklake.jobs.ohlc_sql import JobSql, timeframe_seconds
 from ticklake.schemas.topics import ALERTS, CANDLES, FEED_HEARTBEATS
 from ticklake.settings import Connections
@@ -233,15 +233,7 @@ def build(
 
     sql = plan(settings, conn or Connections.load())
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    config = t_env.get_config()
-    for key, value in sql.config.items():
-        config.set(key, value)
-    for statement in sql.setup:
-        t_env.execute_sql(statement)
-    statements = t_env.create_statement_set()
-    for insert in sql.inserts:
-        statements.add_insert_sql(insert)
-    return t_env, statements
+    return t_env, statement_set(t_env, sql)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ticklake.catalog.connection import flink_catalog_ddl
 from ticklake.home import state_home
-from ticklake.jobs.execution import wait_unless_detached
+from ticklake.jobs.execution import statement_set, wait_unless_detached
 from ticklake.jobs.ohlc_sql import JobSql, SqlOptions, job_sql, timeframe_seconds
 from ticklake.schemas.topics import (
     CANDLES,
@@ -287,15 +287,7 @@ def build(
     sql = plan(settings, conn)
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     ensure_live_topics(settings, conn.kafka.bootstrap_servers)
-    config = t_env.get_config()
-    for key, value in sql.config.items():
-        config.set(key, value)
-    for statement in sql.setup:
-        t_env.execute_sql(statement)
-    statements = t_env.create_statement_set()
-    for insert in sql.inserts:
-        statements.add_insert_sql(insert)
-    return t_env, statements
+    return t_env, statement_set(t_env, sql)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

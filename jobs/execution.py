@@ -8,7 +8,12 @@ the job is submitted, and the job keeps running on the cluster.
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pyflink.table import StatementSet, TableEnvironment
+
+    from ticklake.jobs.ohlc_sql import JobSql
 
 DETACHED_ENV = "TICKLAKE_JOB_DETACHED"
 
@@ -25,3 +30,16 @@ def wait_unless_detached(result: _Waitable) -> None:
     """Block until the job finishes (bounded) or is cancelled, unless submitted detached."""
     if not detached():
         result.wait()
+
+
+def statement_set(t_env: TableEnvironment, sql: JobSql) -> StatementSet:
+    """Apply a SQL job's configuration and setup to ``t_env``; its INSERTs as one statement set."""
+    config = t_env.get_config()
+    for key, value in sql.config.items():
+        config.set(key, value)
+    for statement in sql.setup:
+        t_env.execute_sql(statement)
+    statements = t_env.create_statement_set()
+    for insert in sql.inserts:
+        statements.add_insert_sql(insert)
+    return statements
