@@ -141,7 +141,8 @@ def pandas_klines(trades: list[Trade], length_ms: int, start: int, end: int) -> 
     """Binance-style klines from raw trades, computed independently with pandas.
 
     Intervals without trades repeat the previous close with zero volume; intervals before
-    the first trade are absent."""
+    the first trade are absent. Pass the market's trades from its first one (not only from
+    ``start``) so that empty intervals at ``start`` know the close before them."""
     df = pd.DataFrame(
         {
             "ts": [t.timestamp for t in trades],
@@ -165,15 +166,14 @@ def pandas_klines(trades: list[Trade], length_ms: int, start: int, end: int) -> 
         }
     )
     first_open = int(out.index.min())
-    full = range(max(start, first_open), end, length_ms)
-    out = out.reindex(full)
+    out = out.reindex(range(first_open, end, length_ms))
     out["count"] = out["count"].fillna(0).astype(int)
     out["close"] = out["close"].ffill()
     for col in ("open", "high", "low"):
         out[col] = out[col].fillna(out["close"])
     for col in ("volume", "quote"):
         out[col] = out[col].apply(lambda v: Decimal(0) if pd.isna(v) else v)
-    return out
+    return out.loc[out.index >= start]
 
 
 def server_klines(t: Tape, symbol: str, name: str, start: int, end: int) -> pd.DataFrame:
