@@ -321,7 +321,14 @@ def _pcts(values: list[int]) -> dict[str, float]:
     }
 
 
-def run(rates: list[int], seconds: float, runs: int = 1) -> Table:  # noqa: PLR0915
+def run(  # noqa: PLR0915
+    rates: list[int],
+    seconds: float,
+    runs: int = 1,
+    checkpoint: str = CHECKPOINT,
+    job_args: list[str] | None = None,
+) -> Table:
+    """Run the phases; ``job_args`` are extra flags of the dedup + OHLC job (experiments)."""
     from ticklake.bench.stack_up import scratch_stack
     from ticklake.catalog.connection import load_catalog
     from ticklake.catalog.tables import ensure_market_tables
@@ -380,10 +387,10 @@ def run(rates: list[int], seconds: float, runs: int = 1) -> Table:  # noqa: PLR0
                 "--raw-topic", names["raw"], "--candles-topic", names["candles"],
                 "--late-topic", names["late"], "--live-trades-topic", names["lt"],
                 "--live-candles-topic", names["lc"], "--namespace", namespace,
-                "--out-of-orderness", BOUND, "--checkpoint-interval", CHECKPOINT,
+                "--out-of-orderness", BOUND, "--checkpoint-interval", checkpoint,
                 "--idle-timeout", "5s", "--checkpoint-dir", (work / "ckpt").as_uri(),
                 "--transactional-id-prefix", f"bench-fresh-{run_id}",
-                "--group-id", f"bench-fresh-{run_id}",
+                "--group-id", f"bench-fresh-{run_id}", *(job_args or []),
             ], job_env, work / "job.log")  # fmt: skip
             procs.append(job)
             warm = _wait_live(bootstrap, names["raw"], names["lt"], 600)
@@ -432,18 +439,25 @@ def run(rates: list[int], seconds: float, runs: int = 1) -> Table:  # noqa: PLR0
             for p in reversed(procs):
                 _stop(p)
             stack.down()
-    return table(results, _pcts(finals), gaps)
+    return table(results, _pcts(finals), gaps, checkpoint, job_args or [])
 
 
 def _fmt(p: dict[str, float]) -> str:
     return f"{p['p50']:.0f} / {p['p99']:.0f} / {p['max']:.0f} (n={p['n']})"
 
 
-def table(results: list[dict[str, Any]], final: dict[str, float], gaps: int) -> Table:
+def table(
+    results: list[dict[str, Any]],
+    final: dict[str, float],
+    gaps: int,
+    checkpoint: str = CHECKPOINT,
+    job_args: list[str] | None = None,
+) -> Table:
     t = Table(
         title="Freshness: trade produced -> live outputs (ms, p50 / p99 / max)",
         caption=f"final 1m candle, window end -> committed (read_committed): {_fmt(final)}; "
-        f"bound {BOUND}, checkpoints {CHECKPOINT}; subscriber gaps {gaps}",
+        f"bound {BOUND}, checkpoints {checkpoint}; subscriber gaps {gaps}"
+        + (f"; job flags {' '.join(job_args)}" if job_args else ""),
     )
     for col in ("trades/s (achieved)", "run", "(a) live trade", "(b) forming 1m candle",
                 "(c) subscriber tick", "load"):  # fmt: skip

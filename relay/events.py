@@ -15,6 +15,7 @@ receiver -> sender ``[EventAck]``. Both raw Avro (``relay/schemas/*.avsc``).
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import threading
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 _TICK_MS = 10
 #: Journal records after which an idle sender (nothing pending) rewrites it empty.
 _COMPACT_RECORDS = 10_000
+#: How long a receiver retries binding an endpoint that is still being released.
+BIND_RETRY_S = 3.0
 
 
 def _now_us() -> int:
@@ -254,13 +257,21 @@ class EventReceiver:
     def _run(self) -> None:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        try:
-            sock.bind(self.endpoint)
-        except zmq.ZMQError as exc:
-            self._error = exc
-            sock.close(linger=0)
-            self._ready.set()
-            return
+        # A receiver restarted on the same endpoint can find it still bound: libzmq closes
+        # the old listener in its I/O thread, after close() returned. Retry that briefly.
+        deadline = time.monotonic() + BIND_RETRY_S
+        while True:
+            try:
+                sock.bind(self.endpoint)
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno == errno.EADDRINUSE and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                self._error = exc
+                sock.close(linger=0)
+                self._ready.set()
+                return
         self._ready.set()
         self._seen_file = self._open_seen()
         try:
