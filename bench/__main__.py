@@ -9,7 +9,7 @@ from rich.console import Console
 from ticklake.bench.risk import add_arguments as risk_arguments
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     parser = argparse.ArgumentParser(
         prog="ticklake bench", description="Run one benchmark and print its table."
     )
@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rates", default="1000,10000,50000", help="trades/s, comma-separated")
     p.add_argument("--seconds", type=float, default=20.0, help="per rate")
     p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--checkpoint-interval", default="10s", help="of the job (default 10s)")
+    p.add_argument(
+        "--job-arg",
+        action="append",
+        default=[],
+        help="an extra flag of the dedup + OHLC job, e.g. --job-arg=--no-live (repeatable)",
+    )
     risk_arguments(sub.add_parser("risk", help="risk job: decision and breach -> halt latency"))
     args = parser.parse_args(argv)
     if args.name == "stack":
@@ -73,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         from ticklake.bench import freshness
 
         rates = [int(r) for r in args.rates.split(",") if r]
-        Console().print(freshness.run(rates, args.seconds, args.runs))
+        Console().print(
+            freshness.run(rates, args.seconds, args.runs, args.checkpoint_interval, args.job_arg)
+        )
 
 
 if __name__ == "__main__":
