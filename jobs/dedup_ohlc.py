@@ -185,6 +185,14 @@ class DedupOhlcSettings(BaseSettings):
             "execution.checkpointing.dir": self.resolved_checkpoint_dir(),
             "execution.checkpointing.externalized-checkpoint-retention": ("RETAIN_ON_CANCELLATION"),
             "execution.buffer-timeout.interval": f"{_ms(self.buffer_timeout)} ms",
+            # One optimize block per shared view (trades_checked): every INSERT reads the
+            # same Deduplicate operator. Without it each INSERT's projection is pushed
+            # into its own copy of the dedup (three operators, three times the state and
+            # its TTL cleanup; measured in docs/stream-jobs.md section 8).
+            "table.optimizer.reuse-optimize-block-with-digest-enabled": "true",
+            # Chained operators hand records on without copying them (SQL operators do
+            # not keep references to their input records).
+            "pipeline.object-reuse": "true",
         }
 
     def sql_options(self, conn: Connections) -> SqlOptions:
