@@ -432,6 +432,7 @@ def run(  # noqa: PLR0915
     from ticklake.catalog.tables import ensure_risk_tables
     from ticklake.schemas.topics import (
         CANDLES,
+        DEAD_LETTERS,
         RAW_TRADES,
         RISK_BROKER_POSITIONS,
         RISK_COMMANDS,
@@ -466,6 +467,7 @@ def run(  # noqa: PLR0915
         "events": RISK_EVENTS,
         "decisions_live": RISK_DECISIONS_LIVE,
         "events_live": RISK_EVENTS_LIVE,
+        "dead_letters": DEAD_LETTERS,
         "raw": RAW_TRADES,
     }
     topics = {k: f"bench.risk.{run_id}.{k}" for k in specs}

@@ -2,17 +2,22 @@
 
     python -m ticklake.jobs.risk [--namespace risk] [--checkpoint-interval 10s] ...
 
-Reads, with Table API DDL derived from the ``.avsc`` files (Flink's own Avro format):
-proposals, fills, broker positions, account commands and limits (all keyed by account) and
-the final candles (``read_committed``: only committed candles of the exactly-once topic).
-Converts them to DataStreams and runs :class:`~ticklake.jobs.risk_function.RiskFunction`
-(keyed by account, market data and default limits broadcast). Writes
+Reads proposals, fills, broker positions, account commands and limits (all keyed by
+account, published by user containers and adapters) as **raw** Kafka records and decodes
+them in Python (:class:`~ticklake.jobs.risk_function.InputDecoder`): a record that is not
+a valid message of its topic goes to the dead-letter topic with the reason, and the job goes
+on. Reads the final candles (the platform's own, exactly-once topic, ``read_committed``)
+with Table API DDL derived from the ``.avsc`` files (Flink's Avro format). Runs
+:class:`~ticklake.jobs.risk_function.RiskFunction` (keyed by account, market data and
+default limits broadcast). Writes
 
 - decisions, violations and account events to Kafka **exactly-once** (transactions that
   commit with each checkpoint) and to the Iceberg audit tables ``<namespace>.decisions``,
   ``.violations``, ``.account_events`` (created by ``ticklake.catalog.tables.ensure_risk_tables``);
 - decisions and account events also **at-least-once** to the live topics, visible at once
-  (consumers deduplicate by ``proposal_id`` / ``event_id``): the low-latency path.
+  (consumers deduplicate by ``proposal_id`` / ``event_id``): the low-latency path;
+- invalid inputs to the dead-letter topic (``DeadLetter``, ``source_component`` =
+  ``flink:risk``), exactly-once.
 
 Settings come from ``TICKLAKE_RISK_*`` environment variables, then the flags below.
 """
@@ -37,20 +42,24 @@ from ticklake.jobs.execution import wait_unless_detached
 from ticklake.jobs.ohlc_sql import micros_to_ltz_sql
 from ticklake.jobs.risk_function import (
     ACCOUNT_INPUTS,
+    DEAD_LETTER_OUTPUT,
+    DEFAULT_LIMITS,
     EVENTS,
     VIOLATIONS,
+    InputDecoder,
     RiskConfig,
     RiskFunction,
     markets_descriptor,
     row_type,
-    text_select,
     typed_select,
 )
 from ticklake.schemas.flink import kafka_table_ddl
-from ticklake.schemas.models import Candle, WireModel
-from ticklake.schemas.risk import AccountEvent, AccountLimits, RiskDecision, RiskViolation
+from ticklake.schemas.models import Candle, DeadLetter, WireModel
+from ticklake.schemas.risk import AccountEvent, RiskDecision, RiskViolation
+from ticklake.schemas.serde import SCHEMA_HEADER
 from ticklake.schemas.topics import (
     CANDLES,
+    DEAD_LETTERS,
     RISK_BROKER_POSITIONS,
     RISK_COMMANDS,
     RISK_DECISIONS,
@@ -88,6 +97,8 @@ class RiskSettings(BaseSettings):
     events_topic: str = RISK_EVENTS.name
     decisions_live_topic: str = RISK_DECISIONS_LIVE.name
     events_live_topic: str = RISK_EVENTS_LIVE.name
+    #: Invalid account inputs (undecodable or breaking the contract) go here.
+    dead_letters_topic: str = DEAD_LETTERS.name
     #: Iceberg namespace of the audit tables; empty: no Iceberg output.
     namespace: str = "risk"
     atr_timeframe: str = "1m"
@@ -158,8 +169,7 @@ def _q(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def source_ddls(s: RiskSettings, bootstrap: str) -> list[str]:
-    """Kafka source tables: the five account inputs and the candles."""
+def _source_options(s: RiskSettings) -> dict[str, str]:
     options = {
         "properties.group.id": s.group_id,
         "scan.startup.mode": s.startup_mode,
@@ -167,32 +177,91 @@ def source_ddls(s: RiskSettings, bootstrap: str) -> list[str]:
     }
     if s.startup_mode == "group-offsets":
         options["properties.auto.offset.reset"] = "earliest"
-    topics = {
+    return options
+
+
+def input_topics(s: RiskSettings) -> dict[str, str]:
+    """Account input kind -> its topic."""
+    return {
         "proposal": s.proposals_topic,
         "fill": s.fills_topic,
         "broker_position": s.broker_positions_topic,
         "command": s.commands_topic,
         "limits": s.limits_topic,
     }
-    ddls = [
-        kafka_table_ddl(model, f"in_{kind}", topics[kind], bootstrap_servers=bootstrap,
-                        options=options)
-        for kind, model in ACCOUNT_INPUTS.items()
-    ]  # fmt: skip
+
+
+def raw_source_ddl(table: str, topic: str, s: RiskSettings, bootstrap: str) -> str:
+    """A Kafka topic as raw records: key and value bytes, the schema header, coordinates."""
+    options = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": bootstrap,
+        "key.format": "raw",
+        "key.fields": "record_key",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+    } | _source_options(s)
+    with_ = ",\n  ".join(f"{_q(k)} = {_q(v)}" for k, v in options.items())
+    return (
+        f"CREATE TEMPORARY TABLE {table} (\n"
+        "  `record_key` BYTES,\n"
+        "  `record_value` BYTES,\n"
+        "  `headers` MAP<STRING, BYTES> METADATA VIRTUAL,\n"
+        "  `topic` STRING METADATA VIRTUAL,\n"
+        "  `partition` INT METADATA VIRTUAL,\n"
+        "  `offset` BIGINT METADATA VIRTUAL,\n"
+        "  `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL\n"
+        f") WITH (\n  {with_}\n)"
+    )
+
+
+#: The columns :class:`~ticklake.jobs.risk_function.InputDecoder` reads, in its order.
+RAW_COLUMNS = (
+    "kind", "record_key", "record_value", "schema_ref", "topic", "partition", "offset", "ts_ms",
+)  # fmt: skip
+
+
+def raw_inputs_query() -> str:
+    """One stream of every account input's raw records, tagged with their kind."""
+    ms = (
+        "TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', CAST(`ts` AS TIMESTAMP(3)))"
+        " * CAST(1000 AS BIGINT) + EXTRACT(MILLISECOND FROM CAST(`ts` AS TIMESTAMP(3)))"
+    )
+    selects = [
+        f"SELECT {_q(kind)} AS `kind`, `record_key`, `record_value`,"
+        f" `headers`[{_q(SCHEMA_HEADER)}] AS `schema_ref`, `topic`, `partition`, `offset`,"
+        f" CAST({ms} AS BIGINT) AS `ts_ms` FROM raw_{kind}"
+        for kind in ACCOUNT_INPUTS
+    ]
+    return "\nUNION ALL\n".join(selects)
+
+
+def source_ddls(s: RiskSettings, bootstrap: str) -> list[str]:
+    """Kafka source tables: the five account inputs (raw) and the candles."""
+    topics = input_topics(s)
+    ddls = [raw_source_ddl(f"raw_{kind}", topics[kind], s, bootstrap) for kind in ACCOUNT_INPUTS]
     ddls.append(
         kafka_table_ddl(Candle, "in_candles", s.candles_topic, bootstrap_servers=bootstrap,
-                        options=options)
+                        options=_source_options(s))
     )  # fmt: skip
     return ddls
 
 
 def sink_ddl(
-    model: type[WireModel], table: str, topic: str, s: RiskSettings, bootstrap: str, *, suffix: str
+    model: type[WireModel],
+    table: str,
+    topic: str,
+    s: RiskSettings,
+    bootstrap: str,
+    *,
+    suffix: str,
+    key: str = "account",
 ) -> str:
-    """A Kafka sink keyed by account; ``suffix`` None: at-least-once (live topics)."""
+    """A Kafka sink keyed by ``key``; ``suffix`` empty: at-least-once (live topics)."""
     options = {
         "key.format": "raw",
-        "key.fields": "account",
+        "key.fields": key,
         "value.format": "avro",
         "value.fields-include": "ALL",
         "sink.delivery-guarantee": "exactly-once" if suffix else "at-least-once",
@@ -219,7 +288,9 @@ def sinks(s: RiskSettings, bootstrap: str) -> list[str]:
         sink_ddl(AccountEvent, "out_events", s.events_topic, s, bootstrap, suffix="events"),
         sink_ddl(RiskDecision, "live_decisions", s.decisions_live_topic, s, bootstrap, suffix=""),
         sink_ddl(AccountEvent, "live_events", s.events_live_topic, s, bootstrap, suffix=""),
-    ]
+        sink_ddl(DeadLetter, "out_dead_letters", s.dead_letters_topic, s, bootstrap,
+                 suffix="deadletters", key="source_component"),
+    ]  # fmt: skip
 
 
 #: (view, model, Iceberg table, its time column, the microsecond field it comes from)
@@ -237,6 +308,7 @@ def inserts(s: RiskSettings, catalog: str) -> list[str]:
         f"INSERT INTO out_events {typed_select(AccountEvent, 'account_events')}",
         f"INSERT INTO live_decisions {typed_select(RiskDecision, 'decisions')}",
         f"INSERT INTO live_events {typed_select(AccountEvent, 'account_events')}",
+        f"INSERT INTO out_dead_letters {typed_select(DeadLetter, 'dead_letters')}",
     ]
     if s.namespace:
         for view, model, table, ts_col, us_field in OUTPUTS:
@@ -280,18 +352,12 @@ def build(
         t_env.execute_sql(flink_catalog_ddl(conn))
 
     pickled = Types.PICKLED_BYTE_ARRAY()
-    account_streams = []
-    for kind, model in ACCOUNT_INPUTS.items():
-        where = " WHERE `account` <> '*'" if kind == "limits" else ""
-        table = t_env.sql_query(text_select(model, f"in_{kind}", where))
-        stream = t_env.to_data_stream(table).map(
-            lambda row, k=kind: (k, row[1] if k != "limits" else row[0], tuple(row)),
-            output_type=pickled,
-        )
-        account_streams.append(stream)
-    defaults = t_env.to_data_stream(
-        t_env.sql_query(text_select(AccountLimits, "in_limits", " WHERE `account` = '*'"))
-    ).map(lambda row: ("limits", "*", tuple(row)), output_type=pickled)
+    accounts = (
+        t_env.to_data_stream(t_env.sql_query(raw_inputs_query()))
+        .process(InputDecoder(), output_type=pickled)
+        .name("decode account inputs")
+    )
+    defaults = accounts.get_side_output(DEFAULT_LIMITS)
     tfs = ", ".join(_q(tf) for tf in {settings.atr_timeframe, settings.adv_timeframe})
     candles = t_env.to_data_stream(
         t_env.sql_query(
@@ -303,7 +369,6 @@ def build(
         )
     ).map(lambda r: ("candle", r[0], _candle_payload(r)), output_type=pickled)
 
-    accounts = account_streams[0].union(*account_streams[1:])
     decisions = (
         accounts.key_by(lambda v: v[1], key_type=Types.STRING())
         .connect(candles.union(defaults).broadcast(markets_descriptor()))
@@ -316,6 +381,9 @@ def build(
     )
     t_env.create_temporary_view(
         "account_events", t_env.from_data_stream(decisions.get_side_output(EVENTS))
+    )
+    t_env.create_temporary_view(
+        "dead_letters", t_env.from_data_stream(accounts.get_side_output(DEAD_LETTER_OUTPUT))
     )
     statements = t_env.create_statement_set()
     for insert in inserts(settings, conn.catalog.name):

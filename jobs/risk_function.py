@@ -11,10 +11,11 @@ market data (final candles) and the default limits (account ``*``). State, all i
   instance receives every broadcast element, so each keeps a plain dict mirror of it for
   fast reads and refills the mirror from the broadcast state after a restore.
 
-Rows cross the Java/Python boundary with decimals as exact text (PyFlink 1.20 cannot key a
-stream whose rows hold ``BigDecimal``s: ``ExternalTypeInfo`` of a legacy decimal fails),
-so the SQL casts decimals to ``STRING`` on the way in and back to ``DECIMAL(p, s)`` on the
-way out.
+The account inputs arrive as raw Kafka records; :class:`InputDecoder` (stateless, before the
+keying) decodes and validates them (``jobs/risk_inputs.py``) and sends what it cannot use to
+the dead-letter side output. Output rows cross the Python/Java boundary with decimals as
+exact text (PyFlink 1.20 cannot key or convert a stream whose rows hold ``BigDecimal``s:
+``ExternalTypeInfo`` of a legacy decimal fails), cast back to ``DECIMAL(p, s)`` in SQL.
 """
 
 from __future__ import annotations
@@ -27,18 +28,28 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
 from pyflink.common import Row, Types
 from pyflink.common.time import Time
 from pyflink.common.typeinfo import TypeInformation
 from pyflink.datastream import OutputTag
-from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
+from pyflink.datastream.functions import (
+    KeyedBroadcastProcessFunction,
+    ProcessFunction,
+    RuntimeContext,
+)
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
+from ticklake.jobs.risk_inputs import (
+    ACCOUNT_INPUTS,
+    DEFAULTS_KEY,
+    InvalidProposal,
+    RawRecord,
+    decode_input,
+)
 from ticklake.jobs.risk_market import CandleView, MarketState
 from ticklake.jobs.risk_portfolio import Event, Outcome, Portfolio, Violation
 from ticklake.jobs.risk_rules import Decision, decide, round8
-from ticklake.schemas.models import WireModel
+from ticklake.schemas.models import DeadLetter, WireModel
 from ticklake.schemas.risk import (
     AccountCommand,
     AccountEvent,
@@ -51,15 +62,7 @@ from ticklake.schemas.risk import (
 
 log = logging.getLogger(__name__)
 
-#: Kinds of the keyed side, and the model each carries.
-ACCOUNT_INPUTS: dict[str, type[WireModel]] = {
-    "proposal": OrderProposal,
-    "fill": Fill,
-    "broker_position": BrokerPosition,
-    "command": AccountCommand,
-    "limits": AccountLimits,
-}
-DEFAULTS_KEY = "*"
+__all__ = ["ACCOUNT_INPUTS", "DEFAULTS_KEY", "InputDecoder", "RiskFunction"]
 
 
 @functools.cache
@@ -82,17 +85,6 @@ def decimal_names(model: type[WireModel]) -> frozenset[str]:
     return frozenset(out)
 
 
-def text_select(model: type[WireModel], table: str, where: str = "") -> str:
-    """``SELECT`` of ``table`` in ``model``'s field order, decimals as exact text."""
-    decimals = decimal_names(model)
-    cols = [
-        f"CAST(`{f['name']}` AS STRING) AS `{f['name']}`" if f["name"] in decimals
-        else f"`{f['name']}`"
-        for f in fields(model)
-    ]  # fmt: skip
-    return f"SELECT {', '.join(cols)} FROM {table}{where}"
-
-
 def typed_select(model: type[WireModel], view: str, extra: Iterable[str] = ()) -> str:
     """``SELECT`` of a text-decimal ``view`` with the decimals cast back to the schema's."""
     cols = [*extra]
@@ -108,7 +100,13 @@ def typed_select(model: type[WireModel], view: str, extra: Iterable[str] = ()) -
     return f"SELECT {', '.join(cols)} FROM {view}"
 
 
-_FLINK_TYPES = {"string": Types.STRING, "long": Types.LONG, "boolean": Types.BOOLEAN}
+_FLINK_TYPES = {
+    "string": Types.STRING,
+    "long": Types.LONG,
+    "int": Types.INT,
+    "boolean": Types.BOOLEAN,
+    "bytes": lambda: Types.PRIMITIVE_ARRAY(Types.BYTE()),
+}
 
 
 def row_type(model: type[WireModel]) -> TypeInformation:
@@ -121,16 +119,6 @@ def row_type(model: type[WireModel]) -> TypeInformation:
     return Types.ROW_NAMED(names, types)
 
 
-def parse(model: type[WireModel], values: tuple[Any, ...]) -> WireModel:
-    """A validated model from a text-decimal row (raises ``ValidationError``)."""
-    decimals = decimal_names(model)
-    data = {
-        n: Decimal(v) if n in decimals and v is not None else v
-        for n, v in zip(field_names(model), values, strict=True)
-    }
-    return model(**data)
-
-
 def _text(value: Decimal | None) -> str | None:
     rounded = round8(value)
     return None if rounded is None else str(rounded)
@@ -138,6 +126,32 @@ def _text(value: Decimal | None) -> str | None:
 
 VIOLATIONS = OutputTag("violations", row_type(RiskViolation))
 EVENTS = OutputTag("account_events", row_type(AccountEvent))
+DEAD_LETTER_OUTPUT = OutputTag("dead_letters", row_type(DeadLetter))
+DEFAULT_LIMITS = OutputTag("default_limits", Types.PICKLED_BYTE_ARRAY())
+
+
+class InputDecoder(ProcessFunction):  # type: ignore[misc]
+    """Raw account input rows (see ``jobs/risk.py``, ``RAW_COLUMNS``) -> ``(kind, account,
+    record)`` for the rules, default limits to ``DEFAULT_LIMITS``, dead letters to
+    ``DEAD_LETTER_OUTPUT`` (:func:`ticklake.jobs.risk_inputs.decode_input`)."""
+
+    def process_element(self, value: Row, ctx: Any) -> Iterator[Any]:
+        kind, key, payload, schema, topic, partition, offset, ts_ms = value
+        decoded = decode_input(
+            RawRecord(kind, key, payload, schema, topic, partition, offset, ts_ms)
+        )
+        if decoded.dead_letter is not None:
+            log.warning(
+                "dead letter %s from %s[%d]@%d: %s", decoded.dead_letter.reason_code, topic,
+                partition, offset, decoded.dead_letter.reason_message,
+            )  # fmt: skip
+            yield DEAD_LETTER_OUTPUT, dead_letter_row(decoded.dead_letter)
+        if decoded.record is None:
+            return
+        if decoded.is_default_limits:
+            yield DEFAULT_LIMITS, decoded.record
+        else:
+            yield decoded.record
 
 
 def now_us() -> int:
@@ -155,16 +169,18 @@ def decision_row(p: OrderProposal, d: Decision, decided_us: int) -> Row:
     )  # fmt: skip
 
 
-def invalid_decision_row(values: tuple[Any, ...], error: ValidationError, decided_us: int) -> Row:
-    raw = dict(zip(field_names(OrderProposal), values, strict=True))
-    first = error.errors()[0]
-    where = ".".join(str(x) for x in first["loc"])
+def invalid_decision_row(invalid: InvalidProposal, decided_us: int) -> Row:
+    raw = invalid.values
     return Row(
         raw["proposal_id"], raw["account"], raw["exchange"], raw["symbol"], raw["side"],
-        False, "0", "INVALID_PROPOSAL", f"invalid proposal: {where}: {first['msg']}",
+        False, "0", "INVALID_PROPOSAL", f"invalid proposal: {invalid.problem}",
         None, None, None, None, None, None, None, None, None, None, None, None, None,
         raw["signal_ts_us"], raw["created_ts_us"], decided_us,
     )  # fmt: skip
+
+
+def dead_letter_row(letter: DeadLetter) -> Row:
+    return Row(*(getattr(letter, name) for name in field_names(DeadLetter)))
 
 
 def violation_row(account: str, v: Violation, detected_us: int) -> Row:
@@ -243,17 +259,13 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     # -- broadcast side: market data and default limits ---------------------------------
 
-    def process_broadcast_element(self, value: tuple[str, str, tuple[Any, ...]], ctx: Any) -> None:
+    def process_broadcast_element(self, value: tuple[str, str, Any], ctx: Any) -> None:
         kind, key, payload = value
         state = ctx.get_broadcast_state(markets_descriptor())
         if kind == "limits":
-            try:
-                limits = parse(AccountLimits, payload)
-            except ValidationError as exc:
-                log.warning("ignoring invalid default limits: %s", exc)
-                return
-            state.put(DEFAULTS_KEY, limits)
-            self.mirror[DEFAULTS_KEY] = limits
+            if isinstance(payload, AccountLimits):
+                state.put(DEFAULTS_KEY, payload)
+                self.mirror[DEFAULTS_KEY] = payload
             return
         candle = CandleView(key, *payload)
         market = self.mirror.get(key) or state.get(key)
@@ -282,21 +294,17 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.seen.put(key, True)
         return True
 
-    def process_element(self, value: tuple[str, str, tuple[Any, ...]], ctx: Any) -> Iterator[Any]:
-        kind, account, values = value
+    def process_element(self, value: tuple[str, str, Any], ctx: Any) -> Iterator[Any]:
+        """``(kind, account, record)`` from :class:`InputDecoder`: records are validated."""
+        kind, account, record = value
+        if isinstance(record, InvalidProposal):
+            if self._first_time(kind, record.proposal_id):
+                yield invalid_decision_row(record, now_us())
+            return
         state = ctx.get_broadcast_state(markets_descriptor())
         markets = _Markets(self.mirror, state)
         limits = self._limits(account, state)
         portfolio = self.portfolio.value() or Portfolio(account)
-        model = ACCOUNT_INPUTS[kind]
-        try:
-            record = parse(model, values)
-        except ValidationError as exc:
-            if kind == "proposal" and self._first_time(kind, str(values[0])):
-                yield invalid_decision_row(values, exc, now_us())
-            else:
-                log.warning("ignoring an invalid %s of %s: %s", kind, account, exc)
-            return
         outcome = Outcome()
         if isinstance(record, OrderProposal):
             if not self._first_time(kind, record.proposal_id):

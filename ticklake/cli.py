@@ -72,6 +72,7 @@ class LazyGroup(click.Group):
         "subscribe": "ticklake.relay.cli:subscribe_command",
         "history": "ticklake.relay.cli:history_command",
         "history-notifier": "ticklake.relay.history_ready:notifier_command",
+        "risk": "ticklake.relay.risk_forwarder:risk_group",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -1,6 +1,8 @@
 """The risk job on the real stack: hand-computed rules, the circuit breaker over a scripted
-day of fills, limits changed through the config topic, and a restart from a retained
-checkpoint that loses and repeats no decision.
+day of fills, limits changed through the config topic, a restart from a retained
+checkpoint that loses and repeats no decision, invalid inputs dead-lettered while the job
+goes on, and the forwarder process (``ticklake risk forward``) handing halt events to a
+ZeroMQ receiver once each across its restarts.
 
 One job (standalone cluster, 2 s checkpoints on MinIO) serves every test; each test uses
 its own accounts and markets. Market data are final candles produced straight into the
@@ -18,12 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -33,8 +40,10 @@ from ticklake.catalog.connection import load_catalog
 from ticklake.catalog.tables import ensure_risk_tables
 from ticklake.jobs.rest import FlinkRestClient
 from ticklake.jobs.runner import submit_cluster_job
+from ticklake.relay.events import EventReceiver
+from ticklake.relay.wire import CriticalEvent
 from ticklake.schemas import PRODUCER_CONFIG, WireModel
-from ticklake.schemas.models import Candle
+from ticklake.schemas.models import Candle, DeadLetter
 from ticklake.schemas.risk import (
     AccountCommand,
     AccountEvent,
@@ -48,6 +57,7 @@ from ticklake.schemas.risk import (
 from ticklake.schemas.serde import decode, encode, schema_header
 from ticklake.schemas.topics import (
     CANDLES,
+    DEAD_LETTERS,
     RISK_BROKER_POSITIONS,
     RISK_COMMANDS,
     RISK_DECISIONS,
@@ -63,6 +73,7 @@ from ticklake.schemas.topics import (
 )
 from ticklake.settings import Connections
 from ticklake.stack.manager import Stack
+from ticklake.stack.process import free_port
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -86,6 +97,7 @@ TOPIC_FLAGS = {
     "--events-topic": RISK_EVENTS,
     "--decisions-live-topic": RISK_DECISIONS_LIVE,
     "--events-live-topic": RISK_EVENTS_LIVE,
+    "--dead-letters-topic": DEAD_LETTERS,
 }
 
 
@@ -166,6 +178,18 @@ class RiskRun:
                 headers=[schema_header(type(record))],
             )  # fmt: skip
         assert self.producer.flush(30) == 0
+
+    def send_raw(self, spec: TopicSpec[Any], key: bytes, value: bytes) -> int:
+        """Produce bytes as they are (no encoding, no schema header); returns the offset."""
+        self.send(spec)  # makes the producer
+        assert self.producer is not None
+        offsets: list[int] = []
+        self.producer.produce(
+            self.topic(spec), key=key, value=value,
+            on_delivery=lambda err, msg: offsets.append(-1 if err else msg.offset()),
+        )  # fmt: skip
+        assert self.producer.flush(30) == 0 and offsets and offsets[0] >= 0, offsets
+        return offsets[0]
 
     def next_id(self, prefix: str) -> str:
         return f"{prefix}-{self.tag}-{next(self.seq)}"
@@ -565,3 +589,166 @@ def test_group_cap_and_reconciliation_kill_switch(risk: RiskRun) -> None:
     assert fid
     tail.close()
     events.close()
+
+
+def test_invalid_inputs_are_dead_lettered_and_the_job_goes_on(risk: RiskRun) -> None:
+    """Undecodable bytes and records that break the contract, among valid ones, on every
+    account input topic: each lands on the dead-letter topic once, with its reason and its
+    exact bytes; every valid proposal still gets exactly one decision; the job never
+    restarts."""
+    tail = risk.live_decisions()
+    acct = f"dlq-{risk.tag}"
+    key = acct.encode()
+    risk.flat_market("DLQ/USDT")
+    risk.deposit(acct, "100000")
+    assert risk.probe(tail, acct, "DLQ/USDT", loaded("100000")).approved
+    before = {risk.propose(acct, "DLQ/USDT") for _ in range(3)}
+
+    garbage = b"\x00\x01\xff not an Avro record " + risk.tag.encode()
+    valid = OrderProposal(
+        proposal_id=risk.next_id("p"), account=acct, exchange="BINANCE", symbol="DLQ/USDT",
+        side="buy", source_id="it", signal_ts_us=now_us(), created_ts_us=now_us(),
+    )  # fmt: skip
+    bad_fill = Fill.model_construct(
+        fill_id=risk.next_id("f"), account=acct, exchange="BINANCE", symbol="DLQ/USDT",
+        side="buy", qty=D(0), price=D(100), fee=D(0), asset_group=None, proposal_id=None,
+        fill_ts_us=now_us(), receipt_ts_us=now_us(),
+    )  # fmt: skip
+    bad_proposal = OrderProposal.model_construct(
+        proposal_id=risk.next_id("p"), account=acct, exchange="BINANCE", symbol="DLQ/USDT",
+        side="buy", requested_qty=D("-1"), asset_group=None, source_id="it",
+        signal_ts_us=now_us(), created_ts_us=now_us(),
+    )  # fmt: skip
+    # an unknown side: no valid decision can repeat it, so the dead letter is the answer
+    no_side = bad_proposal.model_copy(
+        update={"proposal_id": risk.next_id("p"), "side": "hold", "requested_qty": None}
+    )
+    crafted = [  # (topic, bytes, expected reason)
+        (RISK_PROPOSALS, garbage, "UNDECODABLE"),
+        (RISK_PROPOSALS, encode(valid)[:-2], "UNDECODABLE"),  # truncated
+        (RISK_PROPOSALS, encode(bad_proposal), "INVALID_RECORD"),
+        (RISK_PROPOSALS, encode(no_side), "INVALID_RECORD"),
+        (RISK_FILLS, encode(bad_fill), "INVALID_RECORD"),
+        (RISK_FILLS, garbage, "UNDECODABLE"),
+        (RISK_COMMANDS, garbage, "UNDECODABLE"),
+        (RISK_LIMITS, garbage, "UNDECODABLE"),
+        (RISK_BROKER_POSITIONS, garbage, "UNDECODABLE"),
+    ]
+    expected = {
+        (risk.topic(spec), risk.send_raw(spec, key, value)): (reason, value)
+        for spec, value, reason in crafted
+    }
+    after = {risk.propose(acct, "DLQ/USDT") for _ in range(3)}
+
+    decided = risk.all_decided_once(before | after | {bad_proposal.proposal_id})
+    by_id = {d.proposal_id: d for d in decided}
+    assert all(by_id[p].approved and by_id[p].size == 50 for p in before | after)
+    answer = by_id[bad_proposal.proposal_id]
+    assert answer.rule_failed == "INVALID_PROPOSAL" and "requested_qty" in answer.reason
+
+    def mine() -> list[DeadLetter]:
+        return [x for x in risk.committed(DEAD_LETTERS, DeadLetter) if x.original_key == key]
+
+    def enough() -> list[DeadLetter] | None:
+        found = mine()
+        return found if len(found) >= len(expected) else None
+
+    letters: list[DeadLetter] = wait_until("dead letters committed", enough, 90, every_s=1)
+    got = {(x.source_topic, x.source_offset): (x.reason_code, x.payload) for x in letters}
+    assert len(letters) == len(expected)  # once each
+    assert got == expected
+    assert all(x.source_component == "flink:risk" and x.source_partition == 0 for x in letters)
+    committed = risk.committed(RISK_DECISIONS, RiskDecision)
+    assert not [d for d in committed if d.proposal_id == no_side.proposal_id]
+    job = risk.rest.job(risk.job_id)
+    assert job["state"] == "RUNNING"
+    assert not job.get("timestamps", {}).get("RESTARTING"), "the job restarted"
+    tail.close()
+
+
+class Inbox:
+    """A user container's (or the gateway's) receiving side: delivered events by id."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.events: list[CriticalEvent] = []
+        self.receiver = EventReceiver(endpoint, self.events.append)
+        self.receiver.start()
+
+    def ids(self) -> Counter[str]:
+        return Counter(e.event_id for e in list(self.events))
+
+
+class Forwarder:
+    """``ticklake risk forward`` as a real process."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ticklake.cli", "risk", "forward", *args],
+            stdout=subprocess.DEVNULL, stderr=log.open("a"), start_new_session=True,
+        )  # fmt: skip
+
+    def stop(self, sig: signal.Signals) -> int:
+        os.killpg(self.proc.pid, sig)
+        return self.proc.wait(60)
+
+
+def test_the_forwarder_process_delivers_halts_once_across_restarts(
+    risk: RiskRun, tmp_path: Path
+) -> None:
+    """Halt commands -> the job's halt events on the live topic -> ``ticklake risk forward``
+    -> the account's own receiver, each event delivered once: across a clean stop (SIGTERM)
+    and a kill (SIGKILL, offsets possibly uncommitted: the copies are acknowledged without
+    being delivered again)."""
+    events = risk.live_events()
+    accounts = [f"fwd{i}-{risk.tag}" for i in range(3)]
+    own, gateway = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    inbox, gateway_inbox = Inbox(own), Inbox(gateway)
+    args = [
+        "--endpoint", gateway, "--topic", risk.topic(RISK_EVENTS_LIVE),
+        "--group-id", f"it-fwd-{risk.tag}", "--store-dir", str(tmp_path / "journal"),
+        "--ack-timeout", "0.2",
+        *itertools.chain.from_iterable(("--account-endpoint", f"{a}={own}") for a in accounts),
+    ]  # fmt: skip
+    log = tmp_path / "forwarder.log"
+    forwarder: Forwarder | None = None
+
+    def halts(upto: int) -> dict[str, AccountEvent]:
+        """The halt events of the first ``upto`` accounts on the live topic, by id."""
+        found = {e.event_id: e for e in events.poll() if e.account in accounts[:upto]}
+        return found if len(found) >= upto else {}
+
+    def delivered(want: dict[str, AccountEvent]) -> bool:
+        return set(inbox.ids()) >= set(want)
+
+    try:
+        forwarder = Forwarder(args, log)
+        risk.command(accounts[0], "halt")
+        want = wait_until("halt of account 0", lambda: halts(1), 90)
+        wait_until("halt 0 delivered", lambda: delivered(want), 60)
+        assert forwarder.stop(signal.SIGTERM) == 0, log.read_text()[-3000:]
+
+        risk.command(accounts[1], "halt")  # while the forwarder is down
+        want = wait_until("halt of account 1", lambda: halts(2), 90)
+        forwarder = Forwarder(args, log)
+        wait_until("halt 1 delivered after a restart", lambda: delivered(want), 60)
+        forwarder.stop(signal.SIGKILL)
+
+        risk.command(accounts[2], "halt")
+        want = wait_until("halt of account 2", lambda: halts(3), 90)
+        forwarder = Forwarder(args, log)
+        wait_until("halt 2 delivered after a kill", lambda: delivered(want), 60)
+        time.sleep(1)  # room for a wrong second delivery to show
+        assert forwarder.stop(signal.SIGTERM) == 0, log.read_text()[-3000:]
+
+        assert inbox.ids() == Counter(list(want))  # exactly once each
+        for got in inbox.events:
+            event = decode(AccountEvent, got.payload)
+            assert event == want[got.event_id] and got.event_type == "risk.halt"
+        assert not [e for e in gateway_inbox.events if e.event_id in want]
+    finally:
+        if forwarder is not None and forwarder.proc.poll() is None:
+            forwarder.stop(signal.SIGKILL)
+        inbox.receiver.stop()
+        gateway_inbox.receiver.stop()
+        events.close()
