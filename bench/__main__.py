@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--checkpoint-interval", default="10s", help="of the job (default 10s)")
     p.add_argument(
+        "--sinks",
+        choices=["all", "kafka", "iceberg"],
+        default="all",
+        help="experiments: the job with only its Kafka or Iceberg sinks",
+    )
+    p.add_argument(
         "--job-arg",
         action="append",
         default=[],
@@ -81,7 +87,14 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
 
         rates = [int(r) for r in args.rates.split(",") if r]
         Console().print(
-            freshness.run(rates, args.seconds, args.runs, args.checkpoint_interval, args.job_arg)
+            freshness.run(
+                rates,
+                args.seconds,
+                args.runs,
+                checkpoint=args.checkpoint_interval,
+                job_args=args.job_arg,
+                sinks=args.sinks,
+            )
         )
 
 

@@ -9,6 +9,8 @@ the dedup + OHLC job unbounded on the embedded MiniCluster (default settings: 5 
 (wall clock, µs) as both ``exchange_ts_us`` and ``receipt_ts_us``. Four observer processes,
 each on its own core time, measure against the same clock:
 
+- (0) raw topic: a consumer of the job's input, ``now - receipt_ts_us`` (Kafka's own
+  share of the latency);
 - (a) live trade: a consumer of the live trades topic, ``now - receipt_ts_us``;
 - (b) forming 1m candle: a consumer of the live candles topic, for every non-final 1m
   update ``now - receipt_ts_us`` (a forming candle's ``receipt_ts_us`` is the newest
@@ -211,7 +213,7 @@ def _observer(kind: str, bootstrap: str, topic: str, out: Path) -> None:
             if msg.error() is not None or value is None:
                 continue
             now = _now_us()
-            if kind == "trades":
+            if kind in ("trades", "raw"):
                 receipt = trade_receipt(value)
                 samples.append((receipt, now - receipt))
                 continue
@@ -325,8 +327,10 @@ def run(  # noqa: PLR0915
     rates: list[int],
     seconds: float,
     runs: int = 1,
+    *,
     checkpoint: str = CHECKPOINT,
     job_args: list[str] | None = None,
+    sinks: str = "all",
 ) -> Table:
     """Run the phases; ``job_args`` are extra flags of the dedup + OHLC job (experiments)."""
     from ticklake.bench.stack_up import scratch_stack
@@ -382,8 +386,11 @@ def run(  # noqa: PLR0915
             procs.append(_spawn(bridge, env, work / "bridge.log"))
             ctx = StackContext(StackSettings())
             job_env = env | job_environment(ctx)
+            module = ["-m", "ticklake.jobs.dedup_ohlc"]
+            if sinks != "all":  # experiments: the same job with only some of its sinks
+                module = ["-m", "ticklake.bench.candles_flink", "--sinks", sinks, "--"]
             job = _spawn([
-                str(flink_python(ctx)), "-m", "ticklake.jobs.dedup_ohlc",
+                str(flink_python(ctx)), *module,
                 "--raw-topic", names["raw"], "--candles-topic", names["candles"],
                 "--late-topic", names["late"], "--live-trades-topic", names["lt"],
                 "--live-candles-topic", names["lc"], "--namespace", namespace,
@@ -398,7 +405,8 @@ def run(  # noqa: PLR0915
             time.sleep(6)  # past the idle timeout: empty partitions no longer hold watermarks
             for i in range(runs):
                 observers = {}
-                for kind, topic in [("trades", names["lt"]), ("candles", names["lc"]),
+                for kind, topic in [("raw", names["raw"]), ("trades", names["lt"]),
+                                    ("candles", names["lc"]),
                                     ("final", names["candles"]), ("relay", "")]:  # fmt: skip
                     out = work / f"{kind}-{i}.json"
                     p = _spawn([py, "-m", "ticklake.bench.freshness", "_observe", kind,
@@ -426,7 +434,7 @@ def run(  # noqa: PLR0915
                     achieved = ph["sent"] / ((ph["end"] - ph["start"]) / 1e6)
                     row: dict[str, Any] = {"rate": ph["rate"], "run": i + 1, "load": ph["load"],
                                            "achieved": achieved}  # fmt: skip
-                    for kind in ("trades", "candles", "relay"):
+                    for kind in ("raw", "trades", "candles", "relay"):
                         lat = [
                             lt for r, lt in data[kind]["samples"] if ph["start"] <= r <= ph["end"]
                         ]
@@ -459,12 +467,13 @@ def table(
         f"bound {BOUND}, checkpoints {checkpoint}; subscriber gaps {gaps}"
         + (f"; job flags {' '.join(job_args)}" if job_args else ""),
     )
-    for col in ("trades/s (achieved)", "run", "(a) live trade", "(b) forming 1m candle",
-                "(c) subscriber tick", "load"):  # fmt: skip
+    for col in ("trades/s (achieved)", "run", "(0) raw topic", "(a) live trade",
+                "(b) forming 1m candle", "(c) subscriber tick", "load"):  # fmt: skip
         t.add_column(col)
     for r in results:
         t.add_row(
-            f"{r['rate']:,} ({r['achieved']:,.0f})", str(r["run"]), _fmt(r["trades"]),
+            f"{r['rate']:,} ({r['achieved']:,.0f})", str(r["run"]), _fmt(r["raw"]),
+            _fmt(r["trades"]),
             _fmt(r["candles"]), _fmt(r["relay"]), f"{r['load']:.1f}",
         )  # fmt: skip
     return t
@@ -480,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
     prod.add_argument("phases", help="rate:seconds,...")
     prod.add_argument("out", type=Path)
     obs = sub.add_parser("_observe")
-    obs.add_argument("kind", choices=["trades", "candles", "final", "relay"])
+    obs.add_argument("kind", choices=["raw", "trades", "candles", "final", "relay"])
     obs.add_argument("bootstrap")
     obs.add_argument("topic")
     obs.add_argument("out", type=Path)
