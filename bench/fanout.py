@@ -5,9 +5,30 @@ holds K SUB sockets. Each SUB socket is drained at C speed by its own ``zmq.prox
 thread (into a PUB socket nobody reads) and counted with the proxy's STATISTICS, so the
 measurement is the broker's, not a Python reader's (a Python ``recv`` loop over 100 sockets
 saturates long before either broker does). The rate is N / (time the last subscriber had
-all N - time the first message arrived), i.e. messages per second delivered to each
+all N - time the first message was sent), i.e. messages per second delivered to each
 subscriber; deliveries/s = rate x K. The broker (relay or bare proxy) is its own process.
 High-water marks are raised so nothing is dropped (drops are counted and reported).
+
+Three setups, run interleaved (one run of each, then again), so a change in the machine's
+load hits all three alike:
+
+- ``bare``: bare sends (the relay's framing, nothing else) into a bare ``zmq.proxy``;
+- ``relay-broker``: the same bare sends into the relay: relay-broker / bare is the broker
+  alone (the relay process against libzmq's proxy);
+- ``relay``: a ``RelayPublisher`` (sequence numbers, last-value cache, lock) into the
+  relay: relay / bare is the end-to-end comparison, the publisher's cost included.
+
+Bare sends and ``RelayPublisher`` use the same send call (pyzmq's backend ``send``), so the
+end-to-end gap is the publisher's own work, not a difference in pyzmq call paths. Two more
+setups are not run by default (``run(setups=...)``): ``capture``, the bare proxy plus a
+capture socket filtered as the relay's (``relay/service.py``: what the relay's way of seeing
+subscriptions costs), and ``pyzmq-send``, the bare proxy fed with pyzmq's usual Python-level
+``Socket.send`` (how the bare publisher sent before 2026-11-22).
+
+A second table gives the CPU time per message of the broker and of the publisher process
+(every thread, ZMQ's I/O threads included; Linux schedstat and ``time.process_time``): with
+two cores shared by publisher, broker and subscribers, a CPU microsecond anywhere is
+throughput everywhere, and CPU per message is less sensitive to other load than msgs/s.
 """
 
 from __future__ import annotations
@@ -18,9 +39,12 @@ import statistics
 import struct
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import zmq
+from rich.console import Group
 from rich.table import Table
 
 from ticklake.relay.publisher import RelayPublisher
@@ -47,7 +71,7 @@ def _settings() -> RelaySettings:
     )
 
 
-def _bare_proxy(settings: RelaySettings) -> None:
+def _bare_proxy(settings: RelaySettings, capture: bool = False) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     xsub, xpub = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
     xsub.setsockopt(zmq.RCVHWM, HWM)
@@ -55,7 +79,23 @@ def _bare_proxy(settings: RelaySettings) -> None:
     xpub.setsockopt(zmq.XPUB_VERBOSE, 1)  # forward every subscription, as the relay does
     xsub.bind(settings.bind(settings.publish_port))
     xpub.bind(settings.bind(settings.subscribe_port))
-    zmq.proxy(xsub, xpub)
+    if not capture:
+        zmq.proxy(xsub, xpub)
+        return
+    # The relay's capture (relay/service.py): every message is copied to an XPUB whose one
+    # subscriber only takes frames starting with byte 0 or 1 (subscriptions).
+    tap, tap_sub = ctx.socket(zmq.XPUB), ctx.socket(zmq.SUB)
+    tap.setsockopt(zmq.SNDHWM, HWM)
+    tap.bind("inproc://capture")
+    tap_sub.connect("inproc://capture")
+    tap_sub.setsockopt(zmq.SUBSCRIBE, b"\x00")
+    tap_sub.setsockopt(zmq.SUBSCRIBE, b"\x01")
+    tap.recv()  # the subscription is in place
+    zmq.proxy(xsub, xpub, tap)
+
+
+def _capture_proxy(settings: RelaySettings) -> None:
+    _bare_proxy(settings, capture=True)
 
 
 def _relay(settings: RelaySettings) -> None:
@@ -64,45 +104,86 @@ def _relay(settings: RelaySettings) -> None:
     Relay(settings).serve()
 
 
+#: setup -> (broker, publisher)
+SETUPS: dict[str, tuple[Callable[[RelaySettings], None], str]] = {
+    "bare": (_bare_proxy, "bare"),
+    "relay-broker": (_relay, "bare"),
+    "relay": (_relay, "relay"),
+    "capture": (_capture_proxy, "bare"),
+    "pyzmq-send": (_bare_proxy, "pyzmq-send"),
+}
+DEFAULT_SETUPS = ("bare", "relay-broker", "relay")
+
+
 def _publish(
-    settings: RelaySettings, n: int, subscribers: int, started: Any, done: Any, *, kind: str
+    settings: RelaySettings,
+    n: int,
+    subscribers: int,
+    *,
+    times: Any,
+    up: Any,
+    done: Any,
+    kind: str,
 ) -> None:
     """Send n messages once every subscriber is in: bare XPUB sends, or a RelayPublisher.
 
-    Against the relay the publisher is the SDK's ``RelayPublisher``, whose last-value cache
-    (the relay keeps none) is part of what is measured; against the bare proxy it is the
-    same three ``send`` calls without the cache.
+    ``times[0]`` is set just before the first message, ``times[1]`` after the last was
+    handed to ZMQ (the publisher's own loop rate); ``times[2]`` and ``times[3]`` are the
+    process's CPU time (every thread: ZMQ's I/O thread too) at the start and once every
+    subscriber has everything. The bare sends are the relay's framing
+    with a constant epoch and a counted sequence, sent with the same call as
+    ``RelayPublisher.publish_raw`` (pyzmq's backend ``send``); the ``RelayPublisher`` adds
+    its per-topic sequence, last-value cache and lock.
     """
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, HWM)
     pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+    monitor = pub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
     pub.connect(settings.connect(settings.publish_port))
+    # Connected before any subscriber subscribes, so the broker forwards each subscription
+    # to this socket (a broker sends a publisher that connects later each filter only once).
+    if not monitor.poll(60_000):
+        raise RuntimeError("the publisher did not connect to the broker within 60 s")
+    pub.disable_monitor()
+    monitor.close(linger=0)
+    up.set()
     wanted = b"\x01" + exact_filter(TOPIC)
     seen = 0
     deadline = time.monotonic() + 60
     while seen < subscribers and time.monotonic() < deadline:  # every subscriber is in
         if pub.poll(1000) and pub.recv() == wanted:
             seen += 1
+    if seen < subscribers:
+        raise RuntimeError(f"{seen} of {subscribers} subscriptions reached the publisher")
     if kind == "relay":
         pub.close(linger=0)
         relay_pub = RelayPublisher(settings, context=ctx, sndhwm=HWM)
         relay_pub.wait_ready(30)
-        started.value = time.monotonic()
+        publish_raw = relay_pub.publish_raw
+        times[2] = time.process_time()
+        times[0] = time.monotonic()
         for _ in range(n):
-            relay_pub.publish_raw(TOPIC, PAYLOAD)
+            publish_raw(TOPIC, PAYLOAD)
+        times[1] = time.monotonic()
         done.wait(120)  # close() drops what is still queued: wait for the subscribers
+        times[3] = time.process_time()
         relay_pub.close()
         ctx.term()
         return
     frame = exact_filter(TOPIC)
-    send, more, pack = pub.send, zmq.SNDMORE, HEADER_STRUCT.pack
-    started.value = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
+    send = pub.send if kind == "pyzmq-send" else zmq.backend.Socket.send.__get__(pub)
+    more, pack = zmq.SNDMORE, HEADER_STRUCT.pack
+    times[2] = time.process_time()
+    times[0] = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
     for seq in range(1, n + 1):  # as RelayPublisher.publish_raw sends
         send(frame, more)
         send(pack(0, 1, seq), more)
         send(PAYLOAD)
-    pub.close(linger=-1)  # flush
+    times[1] = time.monotonic()
+    done.wait(120)
+    times[3] = time.process_time()
+    pub.close(linger=0)
     ctx.term()
 
 
@@ -152,19 +233,45 @@ class _CountingSubscriber:
             sock.close(linger=0)
 
 
-def _one_run(kind: str, subscribers: int, n: int) -> tuple[float, int]:
+class Result(NamedTuple):
+    rate: float  # messages/s delivered to each subscriber
+    publisher_rate: float  # messages/s handed to ZMQ by the publisher's loop
+    lost: int
+    broker_cpu_us: float  # broker process CPU (all threads) per message
+    publisher_cpu_us: float  # publisher process CPU (all threads) per message
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time of a live process, summed over its threads (Linux schedstat, in ns)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                total += int((task / "schedstat").read_text().split()[0])
+    except OSError:
+        return float("nan")
+    return total / 1e9
+
+
+def _one_run(setup: str, subscribers: int, n: int) -> Result:
     settings = _settings()
+    broker_target, kind = SETUPS[setup]
     mpc = mp.get_context("spawn")
-    broker = mpc.Process(target=_relay if kind == "relay" else _bare_proxy, args=(settings,))
+    broker = mpc.Process(target=broker_target, args=(settings,))
     broker.start()
+    times, up, done = mpc.Array("d", 4), mpc.Event(), mpc.Event()
+    publisher = mpc.Process(
+        target=_publish,
+        args=(settings, n, subscribers),
+        kwargs={"times": times, "up": up, "done": done, "kind": kind},
+    )
+    publisher.start()
+    if not up.wait(60):
+        raise RuntimeError(f"{setup}: the publisher did not connect within 60 s")
+    broker_cpu = _cpu_seconds(broker.pid)  # started and serving: start-up not counted
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     endpoint = settings.connect(settings.subscribe_port)
     subs = [_CountingSubscriber(ctx, endpoint, i) for i in range(subscribers)]
-    started, done = mpc.Value("d", 0.0), mpc.Event()
-    publisher = mpc.Process(
-        target=_publish, args=(settings, n, subscribers, started, done), kwargs={"kind": kind}
-    )
-    publisher.start()
     counts = [0] * subscribers
     last = 0.0
     pause = 0.002 if subscribers == 1 else 0.01
@@ -175,42 +282,88 @@ def _one_run(kind: str, subscribers: int, n: int) -> tuple[float, int]:
             last = time.monotonic()
             break
         time.sleep(pause)
+    broker_cpu = _cpu_seconds(broker.pid) - broker_cpu
     done.set()
-    first = started.value
     publisher.join(30)
+    first, sent, cpu0, cpu1 = times[:]
     broker.terminate()
     broker.join(10)
     for s in subs:
         s.close()
     ctx.term()
     lost = sum(max(0, n - c) for c in counts)
-    return (n / (last - first) if last > first else 0.0), lost
+    return Result(
+        n / (last - first) if last > first else 0.0,
+        n / (sent - first) if sent > first else 0.0,
+        lost,
+        broker_cpu / n * 1e6,
+        (cpu1 - cpu0) / n * 1e6,
+    )
 
 
-def run(runs: int = 3, sizes: dict[int, int] | None = None) -> Table:
+def _cell(rates: list[float]) -> str:
+    return f"{statistics.median(rates):,.0f} ({min(rates):,.0f}, {max(rates):,.0f})"
+
+
+def _ratio(results: dict[str, list[Result]], setup: str) -> str:
+    if setup not in results or "bare" not in results:
+        return "-"
+    bare = statistics.median(r.rate for r in results["bare"])
+    return f"{statistics.median(r.rate for r in results[setup]) / max(1.0, bare):.0%}"
+
+
+def run(
+    runs: int = 3,
+    sizes: dict[int, int] | None = None,
+    setups: Sequence[str] = DEFAULT_SETUPS,
+) -> Group:
+    """``runs`` interleaved runs of each setup per subscriber count; a table of medians."""
     sizes = sizes or SIZES
-    table = Table(title=f"fan-out, {len(PAYLOAD)}-byte payload, median (min, max) of {runs}")
-    for col in (
-        "subscribers",
-        "messages",
-        "bare zmq.proxy msgs/s",
-        "relay msgs/s",
-        "relay/bare",
-        "lost",
-    ):
-        table.add_column(col, justify="right")
+    table = Table(
+        title=f"fan-out, {len(PAYLOAD)}-byte payload, msgs/s per subscriber, "
+        f"median (min, max) of {runs}"
+    )
+    headers = {
+        "bare": "bare proxy, bare sends",
+        "relay-broker": "relay, bare sends",
+        "relay": "relay, RelayPublisher",
+        "capture": "proxy + capture, bare sends",
+        "pyzmq-send": "bare proxy, bare pyzmq Socket.send",
+    }
+    table.add_column("subscribers", justify="right")
+    table.add_column("messages", justify="right")
+    for setup in setups:
+        table.add_column(headers[setup], justify="right")
+    table.add_column("broker: relay / bare", justify="right")
+    table.add_column("end to end: relay / bare", justify="right")
+    extra = [setup for setup in ("capture", "pyzmq-send") if setup in setups]
+    for setup in extra:
+        table.add_column(f"{setup} / bare", justify="right")
+    table.add_column("lost", justify="right")
+    loops: dict[str, list[float]] = {setup: [] for setup in setups}
+    cpu = Table(title="CPU per message (us, median of the runs, every thread of the process)")
+    cpu.add_column("subscribers", justify="right")
+    for setup in setups:
+        cpu.add_column(f"{headers[setup]}: broker", justify="right")
+        cpu.add_column("publisher", justify="right")
     for k, n in sizes.items():
-        results: dict[str, list[float]] = {"bare": [], "relay": []}
-        lost = 0
+        results: dict[str, list[Result]] = {setup: [] for setup in setups}
         for _ in range(runs):
-            for kind in ("bare", "relay"):
-                rate, dropped = _one_run(kind, k, n)
-                results[kind].append(rate)
-                lost += dropped
-        cells: list[Any] = []
-        for kind in ("bare", "relay"):
-            r = results[kind]
-            cells.append(f"{statistics.median(r):,.0f} ({min(r):,.0f}, {max(r):,.0f})")
-        ratio = statistics.median(results["relay"]) / max(1.0, statistics.median(results["bare"]))
-        table.add_row(str(k), f"{n:,}", *cells, f"{ratio:.0%}", str(lost))
-    return table
+            for setup in setups:
+                results[setup].append(_one_run(setup, k, n))
+        cells = [_cell([r.rate for r in results[setup]]) for setup in setups]
+        ratios = [_ratio(results, "relay-broker"), _ratio(results, "relay")]
+        ratios.extend(_ratio(results, setup) for setup in extra)
+        lost = sum(r.lost for rs in results.values() for r in rs)
+        table.add_row(str(k), f"{n:,}", *cells, *ratios, str(lost))
+        cpu_cells: list[str] = []
+        for setup in setups:
+            loops[setup].extend(r.publisher_rate for r in results[setup])
+            for field in ("broker_cpu_us", "publisher_cpu_us"):
+                values = [getattr(r, field) for r in results[setup]]
+                cpu_cells.append(f"{statistics.median(values):.2f}")
+        cpu.add_row(str(k), *cpu_cells)
+    table.caption = "publisher loop alone (msgs/s handed to ZMQ, median of all runs): " + ", ".join(
+        f"{headers[setup]} {statistics.median(rates):,.0f}" for setup, rates in loops.items()
+    )
+    return Group(table, cpu)

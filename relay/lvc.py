@@ -4,8 +4,10 @@ Pure data structure (no sockets), so it is unit-tested on its own. A publisher f
 message it sends and asks it, on every new subscription, for the cached messages whose topic
 frame starts with the subscription's filter (ZMQ's own rule).
 
-:meth:`LastValueCache.store` runs once per message a publisher sends (``relay/publisher.py``
-keeps the cache, not the relay): it is kept to a few dictionary operations.
+The cache is updated once per message a publisher sends (``relay/publisher.py`` keeps the
+cache, not the relay), so the update is two dictionary operations on :attr:`LastValueCache.last`
+and :meth:`RelayPublisher.publish_raw` does them inline (a method call would cost as much as
+the update itself); :meth:`LastValueCache.store` is the same update as a method.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ class LastValueCache:
 
     def __init__(self, max_topics: int = 100_000) -> None:
         self.max_topics = max_topics
-        #: Insertion order is update order: a topic is re-inserted on every update.
-        self._last: dict[bytes, Frames] = {}
+        #: Topic frame -> its last message. Insertion order is update order: a topic is
+        #: popped and re-inserted on every update; call :meth:`make_room` before inserting
+        #: a topic that the pop did not find.
+        self.last: dict[bytes, Frames] = {}
 
     def __len__(self) -> int:
-        return len(self._last)
+        return len(self.last)
 
     def put(self, topic: bytes, header: bytes, payload: bytes) -> bool:
         """Remember a data message; ignores acks, replays and malformed frames."""
@@ -39,10 +43,16 @@ class LastValueCache:
 
     def store(self, topic: bytes, header: bytes, payload: bytes) -> None:
         """:meth:`put` without the checks, for a publisher's own well-formed messages."""
-        last = self._last
-        if last.pop(topic, None) is None and len(last) >= self.max_topics:
-            del last[next(iter(last))]
+        last = self.last
+        if last.pop(topic, None) is None:
+            self.make_room()
         last[topic] = (topic, header, payload)
+
+    def make_room(self) -> None:
+        """Evict the least recently updated topic when full (before a new topic goes in)."""
+        last = self.last
+        while len(last) >= self.max_topics:
+            del last[next(iter(last))]
 
     def update(self, frames: list[bytes]) -> bool:
         """:meth:`put` for a received multipart message (any frame count)."""
@@ -52,7 +62,7 @@ class LastValueCache:
 
     def matching(self, prefix: bytes) -> Iterator[Frames]:
         """Cached messages a subscription to ``prefix`` would receive, marked as replays."""
-        for topic, (_, header, payload) in list(self._last.items()):
+        for topic, (_, header, payload) in list(self.last.items()):
             if topic.startswith(prefix):
                 h = Header.unpack(header)
                 yield topic, Header(h.flags | FLAG_REPLAY, h.epoch, h.seq).pack(), payload

@@ -10,9 +10,9 @@ problem); waiting for the subscription solves it without sleeping.
 keeps the newest message of every topic it published, and when a client subscribes it
 re-sends the cached messages that subscription matches, flagged as replays. The relay stays
 a stateless router whose fan-out never touches Python (docs/relay.md), and a relay restart
-loses no cached value. Subscriptions are served on every publish and, while the publisher
-is idle, by a small background thread (at most ``SERVE_INTERVAL_S`` late); a lock makes the
-socket safe to share between the two.
+loses no cached value. Subscriptions are served on every 64th publish and by a small
+background thread every ``SERVE_INTERVAL_S`` (so an idle publisher answers too); a lock makes
+the socket safe to share between the two.
 
 Every message carries this publisher's epoch and a per-topic sequence number (frame 2), so
 subscribers count messages they lost (gaps) and discard replays they already have.
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -38,6 +40,22 @@ _SERVE_EVERY = 64
 #: How often the background thread serves subscriptions of an idle publisher.
 SERVE_INTERVAL_S = 0.02
 _RELAY = b"\x01"  # the relay's own subscription: everything
+_MORE = zmq.SNDMORE
+_PACK_HEADER = HEADER_STRUCT.pack
+
+
+class _Topic:
+    """What a publisher keeps per topic: the prebuilt topic frame and the last sequence number.
+
+    Kept for every topic ever published (the sequence must not restart within an epoch, or
+    subscribers would discard the new messages as replays), unlike the bounded cache.
+    """
+
+    __slots__ = ("frame", "seq")
+
+    def __init__(self, topic: str) -> None:
+        self.frame = topic_frame(topic)
+        self.seq = 0
 
 
 class RelayPublisher(SocketClient):
@@ -56,10 +74,13 @@ class RelayPublisher(SocketClient):
         #: Messages re-sent to late joiners, and subscriptions seen (metrics, tests).
         self.replayed = 0
         self.subscriptions = 0
-        self._seq: dict[str, int] = {}
-        self._frames: dict[str, bytes] = {}
-        self._sent = 0
+        self._topics: dict[str, _Topic] = {}
+        self._cached = self.cache.last
+        self._due = _SERVE_EVERY
         self._lock = threading.Lock()
+        # Bound once: ``with self._lock`` costs twice as much as the two calls.
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
         self._relay_ready = threading.Event()
         self._closed = threading.Event()
         self._sock = client_socket(
@@ -70,6 +91,10 @@ class RelayPublisher(SocketClient):
             SNDHWM=sndhwm,
             XPUB_VERBOSE=1,  # every client's subscription, not only a topic's first
         )
+        # The backend's (Cython) send, bound to the socket: pyzmq's Python-level
+        # ``Socket.send`` only adds the routing_id/group handling (unused here) and costs as
+        # much again per call (docs/relay.md, "The publisher's hot path").
+        self._send: Callable[..., Any] = zmq.backend.Socket.send.__get__(self._sock)
         self._server = threading.Thread(target=self._serve_idle, name="lvc", daemon=True)
         self._server.start()
 
@@ -88,22 +113,34 @@ class RelayPublisher(SocketClient):
         return self.publish_raw(topic, encode(record))
 
     def publish_raw(self, topic: str, payload: bytes) -> int:
-        with self._lock:
-            seq = self._seq.get(topic, 0) + 1
-            self._seq[topic] = seq
-            frame = self._frames.get(topic)
-            if frame is None:
-                frame = self._frames[topic] = topic_frame(topic)
-            header = HEADER_STRUCT.pack(0, self.epoch, seq)
+        """Publish raw Avro bytes on ``topic``; returns its sequence number. Never blocks.
+
+        The hot path of every publisher (the bridge calls it once per Kafka record): plain
+        local operations only, the cache update inlined (:meth:`LastValueCache.store`).
+        """
+        self._acquire()
+        try:
+            state = self._topics.get(topic)
+            if state is None:
+                state = self._topics[topic] = _Topic(topic)
+            seq = state.seq = state.seq + 1
+            frame = state.frame
+            header = _PACK_HEADER(0, self.epoch, seq)
             # Three sends, not send_multipart: a third of the CPU per message in pyzmq.
-            send = self._sock.send
-            send(frame, zmq.SNDMORE)
-            send(header, zmq.SNDMORE)
+            send = self._send
+            send(frame, _MORE)
+            send(header, _MORE)
             send(payload)
-            self.cache.store(frame, header, payload)
-            self._sent += 1
-            if self._sent % _SERVE_EVERY == 0:
+            cached = self._cached
+            if cached.pop(frame, None) is None:
+                self.cache.make_room()
+            cached[frame] = (frame, header, payload)
+            self._due -= 1
+            if not self._due:
+                self._due = _SERVE_EVERY
                 self._serve()
+        finally:
+            self._release()
         return seq
 
     def close(self) -> None:

@@ -179,10 +179,16 @@ def test_malformed_publisher_messages_do_not_disturb_the_relay(settings, publish
             [frame, t.Header(0, 7, 1).pack(), b"not avro"],
         ):
             raw.send_multipart(message)
+        # The raw socket and the publisher are two connections, in no defined order at the
+        # relay: wait for the bad ones (none of them is a message) before the good one.
+        deadline = time.monotonic() + 10
+        while sub.stats.malformed < 3:  # the 2-, 4- and undecodable 3-frame ones
+            assert time.monotonic() < deadline, f"malformed: {sub.stats.malformed}"
+            assert sub.recv(0.05) is None
         publisher.publish(topic, candle(1))
         got = sub.recv(5.0)
         assert got is not None and got.model == candle(1)
-        assert sub.stats.malformed == 3  # the 2-, 4- and undecodable 3-frame ones
+        assert sub.stats.malformed == 3
     deadline = time.monotonic() + 10
     while relay.metrics.malformed.labels("publish")._value.get() < 1:
         assert time.monotonic() < deadline, "the relay did not count the bad subscription"

@@ -115,6 +115,35 @@ def test_lvc_keeps_the_last_value_per_topic_and_marks_replays():
     assert not list(lvc.matching(t.exact_filter("A:X/Y|tick")))
 
 
+def test_publisher_keeps_sequences_across_cache_evictions_and_caches_what_it_sent():
+    """The inlined hot path: per-topic seq, LRU cache of the sent frames, eviction."""
+    from ticklake.relay.publisher import RelayPublisher
+    from ticklake.stack.process import free_port
+
+    # Connected to a port nobody listens on: nothing is delivered, nothing blocks.
+    settings = RelaySettings(publish_port=free_port(), lvc_max_topics=2)
+    ctx: zmq.Context = zmq.Context()
+    pub = RelayPublisher(settings, context=ctx)
+    try:
+        a, b, c = "A:X/Y|tick", "B:X/Y|tick", "C:X/Y|tick"
+        assert [pub.publish_raw(a, b"a1"), pub.publish_raw(a, b"a2")] == [1, 2]
+        assert pub.publish_raw(b, b"b1") == 1
+        assert pub.publish_raw(a, b"a3") == 3  # a is now the most recently updated
+        assert pub.publish_raw(c, b"c1") == 1  # evicts b, the least recently updated
+        assert list(pub.cache.last) == [t.topic_frame(a), t.topic_frame(c)]
+        ((topic, header, payload),) = pub.cache.matching(t.exact_filter(a))
+        assert (topic, payload) == (t.topic_frame(a), b"a3")
+        assert t.Header.unpack(header) == t.Header(t.FLAG_REPLAY, pub.epoch, 3)
+        # An evicted topic goes on from its last seq: a restart at 1 in the same epoch
+        # would be discarded by subscribers as replays.
+        assert pub.publish_raw(b, b"b2") == 2
+        assert list(pub.cache.last) == [t.topic_frame(c), t.topic_frame(b)]
+        assert len(pub.cache) == 2
+    finally:
+        pub.close()
+        ctx.term()
+
+
 def _request(**changes: object) -> HistoryRequest:
     fields: dict[str, object] = dict(
         request_id="r1", client_id="c1", exchange="BINANCE", symbol="BTC/USDT",
