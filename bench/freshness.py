@@ -137,6 +137,9 @@ def _producer(bootstrap: str, topic: str, phases: list[tuple[int, float]], out: 
     # side, price 1000, amount 1 (DECIMAL(18, 8): unscaled big-endian), request_id null
     rest = _string("buy") + _decimal(1000 * 10**8) + _decimal(10**8) + b"\x00"
     counter = [0]
+    # Trade ids unique across producer processes (runs): the job's dedup (1 h TTL) would
+    # drop a later run's trades that reuse an earlier run's ids.
+    run_tag = f"{_now_us()}-{os.getpid()}"
 
     def run_at(rate: int, seconds: float) -> tuple[int, int, int]:
         start = _now_us()
@@ -149,7 +152,8 @@ def _producer(bootstrap: str, topic: str, phases: list[tuple[int, float]], out: 
                 key, prefix = prefixes[counter[0] % len(prefixes)]
                 now = _now_us()
                 ts = _zigzag(now)
-                value = prefix + ts + ts + tail + _string(str(counter[0])) + rest
+                trade_id = _string(f"{run_tag}-{counter[0]}")
+                value = prefix + ts + ts + tail + trade_id + rest
                 try:
                     producer.produce(topic, value, key)
                 except BufferError:
@@ -358,8 +362,10 @@ def run(  # noqa: PLR0915
     finals: list[int] = []
     gaps = 0
     procs: list[subprocess.Popen[str]] = []
+    keep = os.environ.get("TICKLAKE_BENCH_WORK")  # keep the logs there (diagnosis)
     with scratch_stack(), tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = Path(keep or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         stack = Stack()
         stack.up()
         try:
