@@ -15,10 +15,12 @@ window fired and the final checkpoint committed every sink).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
 from ticklake.jobs import dedup_ohlc
+from ticklake.jobs.execution import statement_set
 from ticklake.settings import Connections
 
 
@@ -47,16 +49,8 @@ def main() -> None:
     ensure_live = getattr(dedup_ohlc, "ensure_live_topics", None)
     if ensure_live is not None and a.sinks != "iceberg":
         ensure_live(settings, conn.kafka.bootstrap_servers)
-    config = t_env.get_config()
-    for key, value in sql.config.items():
-        config.set(key, value)
-    for statement in sql.setup:
-        t_env.execute_sql(statement)
-    statements = t_env.create_statement_set()
     inserts = [i for i in sql.inserts if keep(i, a.sinks, conn.catalog.name)]
-    for insert in inserts:
-        statements.add_insert_sql(insert)
-    result = statements.execute()
+    result = statement_set(t_env, dataclasses.replace(sql, inserts=inserts)).execute()
     t_submitted = time.time()
     result.wait()
     t_finished = time.time()
