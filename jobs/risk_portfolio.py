@@ -296,11 +296,18 @@ class Portfolio:
             risk = _ratio(fill.qty * limits.stop_atr_multiple * atr, equity)
         if risk is None or risk > limits.max_risk_per_trade:
             observed = risk if risk is not None else Decimal(-1)
-            detail = (
-                f"fill {fill.fill_id} risks {observed:.6%} of equity "
-                f"(qty {fill.qty} x {limits.stop_atr_multiple} x ATR {atr:.8f}), "
-                f"above the limit {limits.max_risk_per_trade:.6%}"
-            )
+            stake = f"qty {fill.qty} x {limits.stop_atr_multiple} x ATR {atr:.8f}"
+            if risk is None:
+                detail = (
+                    f"fill {fill.fill_id} puts {stake} at risk while the account's equity "
+                    f"before it is {equity:.8f} (not positive): the risk per trade is "
+                    f"unbounded, the limit is {limits.max_risk_per_trade:.6%}"
+                )
+            else:
+                detail = (
+                    f"fill {fill.fill_id} risks {risk:.6%} of equity ({stake}), "
+                    f"above the limit {limits.max_risk_per_trade:.6%}"
+                )
             self._violate(
                 out,
                 Violation(

@@ -504,6 +504,9 @@ def test_restart_from_a_checkpoint_loses_and_repeats_no_decision(risk: RiskRun) 
     risk.limits(acct, market_data_max_age_ms=3_600_000, signal_max_age_ms=3_600_000,
                 max_position=D("0.03"))  # fmt: skip
     risk.deposit(acct, "100000")
+    # Commands and fills are separate topics: wait for the deposit before the fill, or
+    # the fill may meet an unfunded account and trip the breaker (unbounded risk).
+    risk.probe(tail, acct, "RST/USDT", loaded("100000"))
     risk.fill(acct, "RST/USDT", "buy", "30", "100")
     before = risk.probe(
         tail, acct, "RST/USDT", lambda d: d.symbol_exposure == 3000 and d.size == 30
@@ -554,6 +557,7 @@ def test_group_cap_and_reconciliation_kill_switch(risk: RiskRun) -> None:
     risk.flat_market("KIL/USDT")
     risk.limits(acct, group_cap=D("0.01"))  # 1% of 100000 = 1000 per asset group
     risk.deposit(acct, "100000")
+    risk.probe(tail, acct, "KIL/USDT", loaded("100000"))  # funded before the fills
     fid = risk.fill(acct, "KIL/USDT", "buy", "10", "100")
     grouped = Fill(
         fill_id=risk.next_id("f"), account=acct, exchange="BINANCE", symbol="GRP/USDT",

@@ -127,6 +127,18 @@ def test_max_risk_per_trade_on_buy_fills() -> None:
     assert out.violations[0].observed > D("0.02")
 
 
+def test_a_buy_fill_on_an_unfunded_account_trips_the_breaker_with_a_clear_reason() -> None:
+    # Equity 0 before the fill: the risk per trade is unbounded, not a negative percentage.
+    state = replay(MARKET, [candle(i, "101", "99", "100") for i in range(14)])
+    markets, lim = {MARKET: state}, limits()
+    p = Portfolio("acct")
+    out = p.on_fill(fill(1, "buy", "30", "100", T0 + 15 * MIN), markets, lim)
+    assert [v.monitor for v in out.violations] == ["max_risk_per_trade"] and p.halted
+    assert out.violations[0].observed == -1
+    assert "0.00000000 (not positive)" in out.violations[0].detail
+    assert "risks -" not in out.violations[0].detail
+
+
 def test_halt_command_and_deposit() -> None:
     lim, markets = limits(), {}
     p = funded("1000", lim, markets)
