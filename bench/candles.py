@@ -14,6 +14,7 @@ contender in its own child process, all reading that topic from the beginning:
 - ``ticklake pN[:sinks][:nolive]``: the dedup + OHLC job (``candles_flink``), bounded, on
   the embedded MiniCluster with parallelism N; sinks ``all`` (the job as deployed: Kafka and
   Iceberg), ``kafka`` or ``iceberg``; ``nolive`` turns the live outputs off (``--no-live``);
+  ``conflate=<duration>`` sets ``--live-conflation`` (``conflate=0ms``: an update per trade);
 - ``quix``: the same computation in Quix Streams (``candles_quix``, its own environment);
 - ``dict``: a confluent-kafka loop aggregating in dicts (``candles_loop``);
 - ``raw``: the same consumer decoding the Avro and nothing else: the practical limit.
@@ -272,6 +273,7 @@ class Contender:
     parallelism: int = 1
     sinks: str = "all"
     live: bool | None = None  # None: the job's default (or no such option)
+    conflation: str | None = None  # --live-conflation (None: the job's default)
 
 
 def parse_flink(spec: str, has_live_flag: bool) -> Contender:
@@ -283,7 +285,10 @@ def parse_flink(spec: str, has_live_flag: bool) -> Contender:
         live = "nolive" not in parts[1:] and sinks != "iceberg"
     what = {"all": "Kafka + Iceberg", "kafka": "Kafka only", "iceberg": "Iceberg only"}[sinks]
     live_txt = "" if live is None else (", live on" if live else ", live off")
-    return Contender(f"ticklake p{par}, {what}{live_txt}", "flink", par, sinks, live)
+    conflation = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("conflate=")), None)
+    if conflation is not None and live:
+        live_txt += f" (conflate {conflation})"
+    return Contender(f"ticklake p{par}, {what}{live_txt}", "flink", par, sinks, live, conflation)
 
 
 def run_contender(
@@ -321,6 +326,8 @@ def run_contender(
                      "--live-candles-topic", f"bench.live.candles.{run}"]  # fmt: skip
             if not c.live:
                 args.append("--no-live")
+            elif c.conflation is not None:
+                args += ["--live-conflation", c.conflation]
         cmd = [str(flink_python(ctx)), "-m", "ticklake.bench.candles_flink",
                "--sinks", c.sinks, "--", *args]  # fmt: skip
         m = measure(cmd, env, records, timeout_s)

@@ -126,6 +126,11 @@ class DedupOhlcSettings(BaseSettings):
     live: bool = True
     live_trades_topic: str = LIVE_TRADES.name
     live_candles_topic: str = LIVE_CANDLES.name
+    #: Forming candles: at most one update per candle per this interval (processing
+    #: time); 0 gives one update per trade. Each update costs an aggregate step, an Avro
+    #: record and a Kafka send per timeframe: conflation bounds that by the number of
+    #: active candles instead of the trade rate (docs/stream-jobs.md).
+    live_conflation: Duration = timedelta(milliseconds=50)
     #: Producer ``linger.ms`` of the live sinks: how long a record may wait to batch.
     live_linger: Duration = timedelta(milliseconds=5)
     #: ``execution.buffer-timeout.interval``: the longest a record waits in a network
@@ -163,6 +168,8 @@ class DedupOhlcSettings(BaseSettings):
             raise ValueError("need 0 < checkpoint_interval < transaction_timeout")
         if self.buffer_timeout < timedelta(0) or self.live_linger < timedelta(0):
             raise ValueError("buffer_timeout and live_linger must not be negative")
+        if not timedelta(0) <= self.live_conflation <= timedelta(minutes=1):
+            raise ValueError("live_conflation must be between 0 (per trade) and 1 minute")
         if self.transaction_timeout >= timedelta(hours=2):
             raise ValueError("transaction_timeout must stay below the broker's 2 h maximum")
         return self
@@ -223,6 +230,7 @@ class DedupOhlcSettings(BaseSettings):
             live_trades_topic=self.live_trades_topic if self.live else None,
             live_candles_topic=self.live_candles_topic if self.live else None,
             live_sink_options={"properties.linger.ms": str(_ms(self.live_linger))},
+            live_conflation_ms=_ms(self.live_conflation),
         )
 
     def live_topics(self) -> list[TopicSpec[Any]]:
@@ -330,6 +338,9 @@ def parser() -> argparse.ArgumentParser:
     add("--live-candles-topic", help=f"live candles topic (default {LIVE_CANDLES.name})")
     add("--no-live", dest="live", action="store_false", default=None,
         help="no live outputs (only the exactly-once ones)")  # fmt: skip
+    add("--live-conflation",
+        help="forming candles: at most one update per candle per interval, e.g. 50ms "
+        "(default); 0ms: one per trade")  # fmt: skip
     add("--live-linger", help="producer linger.ms of the live sinks, e.g. 5ms (default)")
     add("--buffer-timeout", help="network buffer timeout, e.g. 10ms (default); 0ms: per record")
     add("--print-sql", action="store_true", help="print the job's SQL and exit")

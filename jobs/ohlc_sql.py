@@ -163,6 +163,9 @@ class SqlOptions:
     live_candles_topic: str | None = None
     #: Options of the live sinks (producer ``linger.ms`` ...).
     live_sink_options: Mapping[str, str] = field(default_factory=dict)
+    #: Forming candles: at most one update per candle per this many milliseconds of
+    #: processing time (0: one update per trade).
+    live_conflation_ms: int = 0
 
     @property
     def live(self) -> bool:
@@ -376,6 +379,74 @@ def candle_key_sql(timeframe: str, window_start_us: str) -> str:
     )
 
 
+def live_slices_views(o: SqlOptions) -> list[str]:
+    """Conflation of the forming candles: partial 1m bars per processing-time slice.
+
+    A processing-time ``TUMBLE`` of ``live_conflation_ms`` over the on-time trades, grouped
+    by market and the trade's 1m window (from ``exchange_ts_us``, so a slice that spans a
+    minute boundary or holds out-of-order trades yields one partial per minute). Every
+    timeframe's forming aggregate then merges these partials instead of single trades: per
+    candle at most one update per slice, whatever the trade rate. Partials are append-only,
+    so the merge needs no retraction. Flink does not fire processing-time windows at the end
+    of a bounded input: in a bounded run the last slice gives no forming update (its final
+    candles carry those trades).
+    """
+    key = order_key_sql()
+    return [
+        """CREATE TEMPORARY VIEW live_slice_input AS
+SELECT `exchange`, `symbol`, `trade_id`, `price`, `amount`, `exchange_ts_us`, `receipt_ts_us`,
+  `exchange_ts_us` - MOD(`exchange_ts_us`, CAST(60000000 AS BIGINT)) AS w1m_start_us,
+  PROCTIME() AS slice_time
+FROM trades_checked WHERE NOT `late`""",
+        f"""CREATE TEMPORARY VIEW live_slices AS
+SELECT `exchange`, `symbol`, w1m_start_us,
+  MIN({key}) AS open_key, MAX({key}) AS close_key,
+  MAX(`price`) AS high, MIN(`price`) AS low,
+  SUM(`amount`) AS volume, SUM(`price` * `amount`) AS quote_volume,
+  COUNT(*) AS trade_count, MAX(`receipt_ts_us`) AS receipt_ts_us
+FROM TABLE(TUMBLE(TABLE live_slice_input, DESCRIPTOR(slice_time),
+  {millis_interval_sql(o.live_conflation_ms)}))
+GROUP BY `exchange`, `symbol`, w1m_start_us, window_start, window_end""",
+    ]
+
+
+def _forming_agg(o: SqlOptions, timeframe: str) -> str:
+    """The updating aggregate of one timeframe's forming candles (per trade or per slice)."""
+    size_us = timeframe_seconds(timeframe) * 1_000_000
+    ttl_s = 2 * timeframe_seconds(timeframe)
+    hint = f"/*+ STATE_TTL('t' = '{ttl_s}s') */"
+    if o.live_conflation_ms > 0:
+        return f"""SELECT {hint} candle_key,
+    MAX(`exchange`) AS `exchange`, MAX(`symbol`) AS `symbol`, MAX(w_start_us) AS w_start_us,
+    MIN(open_key) AS open_key, MAX(close_key) AS close_key,
+    MAX(high) AS high, MIN(low) AS low,
+    SUM(volume) AS volume, SUM(quote_volume) AS quote_volume,
+    SUM(trade_count) AS trade_count, MAX(receipt_ts_us) AS receipt_ts_us
+  FROM (
+    SELECT *, {candle_key_sql(timeframe, "w_start_us")} AS candle_key
+    FROM (
+      SELECT *, w1m_start_us - MOD(w1m_start_us, CAST({size_us} AS BIGINT)) AS w_start_us
+      FROM live_slices
+    )
+  ) AS t
+  GROUP BY candle_key"""
+    key = order_key_sql()
+    return f"""SELECT {hint} candle_key,
+    MAX(`exchange`) AS `exchange`, MAX(`symbol`) AS `symbol`, MAX(w_start_us) AS w_start_us,
+    MIN({key}) AS open_key, MAX({key}) AS close_key,
+    MAX(`price`) AS high, MIN(`price`) AS low,
+    SUM(`amount`) AS volume, SUM(`price` * `amount`) AS quote_volume,
+    COUNT(*) AS trade_count, MAX(`receipt_ts_us`) AS receipt_ts_us
+  FROM (
+    SELECT *, {candle_key_sql(timeframe, "w_start_us")} AS candle_key
+    FROM (
+      SELECT *, `exchange_ts_us` - MOD(`exchange_ts_us`, CAST({size_us} AS BIGINT)) AS w_start_us
+      FROM trades_checked WHERE NOT `late`
+    )
+  ) AS t
+  GROUP BY candle_key"""
+
+
 def forming_select(o: SqlOptions, timeframe: str) -> str:
     """Every update of the forming candles of one timeframe, in the live-candles layout.
 
@@ -392,24 +463,13 @@ def forming_select(o: SqlOptions, timeframe: str) -> str:
     update equals the final candle field by field (except ``final``/``version``). The
     ``STATE_TTL`` hint bounds this operator's state at twice the timeframe (processing time
     since the candle's last update), independent of the dedup TTL.
+
+    With ``live_conflation_ms > 0`` the aggregate merges the partial bars of
+    ``live_slices`` instead of single trades: at most one update per candle per slice,
+    versions then step by the slice's trade count (still strictly increasing).
     """
     size_us = timeframe_seconds(timeframe) * 1_000_000
-    ttl_s = 2 * timeframe_seconds(timeframe)
-    key = order_key_sql()
-    agg = f"""SELECT /*+ STATE_TTL('t' = '{ttl_s}s') */ candle_key,
-    MAX(`exchange`) AS `exchange`, MAX(`symbol`) AS `symbol`, MAX(w_start_us) AS w_start_us,
-    MIN({key}) AS open_key, MAX({key}) AS close_key,
-    MAX(`price`) AS high, MIN(`price`) AS low,
-    SUM(`amount`) AS volume, SUM(`price` * `amount`) AS quote_volume,
-    COUNT(*) AS trade_count, MAX(`receipt_ts_us`) AS receipt_ts_us
-  FROM (
-    SELECT *, {candle_key_sql(timeframe, "w_start_us")} AS candle_key
-    FROM (
-      SELECT *, `exchange_ts_us` - MOD(`exchange_ts_us`, CAST({size_us} AS BIGINT)) AS w_start_us
-      FROM trades_checked WHERE NOT `late`
-    )
-  ) AS t
-  GROUP BY candle_key"""
+    agg = _forming_agg(o, timeframe)
     return f"""SELECT `exchange`, `symbol`,
   {key_ts_sql("close_key")} AS `exchange_ts_us`,
   receipt_ts_us AS `receipt_ts_us`,
@@ -535,6 +595,7 @@ def job_sql(o: SqlOptions, config: Mapping[str, str], catalog_ddl: str) -> JobSq
         bars_1m_view(),
         candles_view(o),
         *([live_trades_view()] if o.live else []),
+        *(live_slices_views(o) if o.live and o.live_conflation_ms > 0 else []),
     ]
     return JobSql(config=dict(config), setup=setup, inserts=inserts(o))
 

@@ -1,6 +1,7 @@
 """Live outputs of the dedup + OHLC job, and the live stream through the bridge and relay.
 
-One job run (bounded, on the embedded MiniCluster) over the crafted tape of
+One job run (bounded, on the embedded MiniCluster, one forming update per trade:
+``--live-conflation 0ms``) over the crafted tape of
 ``test_dedup_ohlc`` plus history backfills (``request_id`` set, on time and late), with a
 relay, a ``KafkaRelayBridge`` and an SDK subscriber attached while it runs. Then:
 
@@ -172,6 +173,8 @@ def _job_args(t: _Topics, run: str, namespace: str, checkpoints: Path) -> list[s
         "--out-of-orderness", f"{BOUND_S}s", "--watermark-emit", "on-event", "--bounded",
         "--checkpoint-interval", "2s", "--checkpoint-dir", checkpoints.as_uri(),
         "--transactional-id-prefix", f"it-live-{run}", "--group-id", f"it-live-{run}",
+        # One forming update per trade (conflated updates: test_live_conflation.py).
+        "--live-conflation", "0ms",
     ]  # fmt: skip
 
 

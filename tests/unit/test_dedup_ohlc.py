@@ -220,7 +220,9 @@ def test_live_outputs_are_at_least_once_and_upsert_keyed_per_candle() -> None:
 
 
 def test_live_candles_sql_forming_per_timeframe_then_final() -> None:
-    sql = plan(DedupOhlcSettings(timeframes="1m,1h"), CONN)  # type: ignore[arg-type]
+    settings = DedupOhlcSettings(timeframes="1m,1h", live_conflation="0ms")  # type: ignore[arg-type]
+    sql = plan(settings, CONN)
+    assert not any("live_slices" in s for s in sql.setup)
     live = [_squash(i) for i in sql.inserts if i.startswith("INSERT INTO live_candles_kafka")]
     assert len(live) == 3  # one per timeframe (a UNION ALL would lose the upsert key), finals
     m1, h1, final = live
@@ -239,6 +241,30 @@ def test_live_candles_sql_forming_per_timeframe_then_final() -> None:
     script = _squash(sql.script())
     assert "FROM trades_checked WHERE NOT `late` AND `request_id` IS NULL" in script
     assert script.count("WHERE `late` AND `request_id` IS NULL") == 2
+
+
+def test_live_candles_sql_conflated_per_processing_time_slice() -> None:
+    sql = plan(DedupOhlcSettings(timeframes="1m,1h"), CONN)  # type: ignore[arg-type]
+    assert DedupOhlcSettings().live_conflation == timedelta(milliseconds=50)
+    slices = [_squash(s) for s in sql.setup if "VIEW live_slice" in s]
+    assert len(slices) == 2
+    view = " ".join(slices)
+    # Partial 1m bars per market and 50 ms of processing time, from the on-time trades.
+    assert "PROCTIME() AS slice_time" in view and "FROM trades_checked WHERE NOT `late`" in view
+    slice_50ms = "INTERVAL '0 00:00:00.050' DAY TO SECOND(3)"
+    assert f"TUMBLE(TABLE live_slice_input, DESCRIPTOR(slice_time), {slice_50ms})" in view
+    assert "MOD(`exchange_ts_us`, CAST(60000000 AS BIGINT)) AS w1m_start_us" in view
+    assert "GROUP BY `exchange`, `symbol`, w1m_start_us, window_start, window_end" in view
+    live = [_squash(i) for i in sql.inserts if i.startswith("INSERT INTO live_candles_kafka")]
+    m1, h1, final = live
+    for text, size in [(m1, 60000000), (h1, 3600000000)]:
+        assert "FROM live_slices" in text and "trades_checked" not in text
+        assert f"w1m_start_us - MOD(w1m_start_us, CAST({size} AS BIGINT))" in text
+        assert "SUM(trade_count) AS trade_count" in text and "MIN(open_key) AS open_key" in text
+        assert text.count("GROUP BY candle_key") == 1
+    assert final.endswith("FROM candles")
+    with pytest.raises(ValueError, match="live_conflation"):
+        DedupOhlcSettings(live_conflation="2h")  # type: ignore[arg-type]
 
 
 def test_no_live_and_live_topics() -> None:
