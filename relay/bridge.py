@@ -283,11 +283,16 @@ class KafkaRelayBridge:
         """Forward records until :meth:`stop`."""
         if self._consumer is None:
             raise BridgeError("bridge not started", hint="call start() before run()")
-        consume = self._consumer.consume
+        assert self._publisher is not None
+        consume, publish_many = self._consumer.consume, self._publisher.publish_many
         batch, timeout = self.settings.batch, self.settings.poll_timeout_s
         while not self._stop.is_set():
+            out: list[tuple[str, bytes]] = []
             for msg in consume(batch, timeout):
-                self._forward(msg)
+                self._route(msg, out)
+            if out:  # the whole batch under one publisher lock, in Kafka order
+                publish_many(out)
+                self.forwarded += len(out)
             self._producer.poll(0)
 
     def stop(self) -> None:
@@ -328,7 +333,8 @@ class KafkaRelayBridge:
 
     # -- records -----------------------------------------------------------------------
 
-    def _forward(self, msg: Any) -> None:
+    def _route(self, msg: Any, out: list[tuple[str, bytes]]) -> None:
+        """Append ``(relay topic, value)`` for a routable record; count or dead-letter the rest."""
         error = msg.error()
         if error is not None:  # partition EOF is off (enable.partition.eof): a real error
             self.metrics.errors.inc()
@@ -361,9 +367,7 @@ class KafkaRelayBridge:
             if len(self._topics) >= _TOPIC_CACHE:
                 self._topics.clear()
             self._topics[kafka_topic, key] = relay_topic
-        assert self._publisher is not None
-        self._publisher.publish_raw(relay_topic, value)
-        self.forwarded += 1
+        out.append((relay_topic, value))
         counters[1].inc()
 
     def _dead_letter(self, msg: Any, code: str, reason: str) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import zmq
@@ -142,6 +142,40 @@ class RelayPublisher(SocketClient):
         finally:
             self._release()
         return seq
+
+    def publish_many(self, messages: Iterable[tuple[str, bytes]]) -> int:
+        """Publish ``(topic, payload)`` pairs in order, under one lock; returns the count.
+
+        The same per message as :meth:`publish_raw` (sequence, three sends, cache update,
+        subscriptions served every 64 messages), without a call and a lock round trip per
+        message: the bridge hands over each consumed Kafka batch at once.
+        """
+        topics, cached, make_room = self._topics, self._cached, self.cache.make_room
+        send, epoch, more, pack = self._send, self.epoch, _MORE, _PACK_HEADER
+        count = 0
+        self._acquire()
+        try:
+            for topic, payload in messages:
+                state = topics.get(topic)
+                if state is None:
+                    state = topics[topic] = _Topic(topic)
+                seq = state.seq = state.seq + 1
+                frame = state.frame
+                header = pack(0, epoch, seq)
+                send(frame, more)
+                send(header, more)
+                send(payload)
+                if cached.pop(frame, None) is None:
+                    make_room()
+                cached[frame] = (frame, header, payload)
+                count += 1
+                self._due -= 1
+                if not self._due:
+                    self._due = _SERVE_EVERY
+                    self._serve()
+        finally:
+            self._release()
+        return count
 
     def close(self) -> None:
         self._closed.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -142,6 +143,52 @@ def test_publisher_keeps_sequences_across_cache_evictions_and_caches_what_it_sen
     finally:
         pub.close()
         ctx.term()
+
+
+def test_publish_many_equals_publish_raw_one_by_one():
+    """The bridge's batch path: same sequences, same cache, same frames on the wire."""
+    from ticklake.relay.errors import RelayUnavailableError
+    from ticklake.relay.publisher import RelayPublisher
+    from ticklake.stack.process import free_port
+
+    msgs = [(f"{m}:X/Y|tick", f"{m}{i}".encode()) for i in range(70) for m in "ABC"]
+    got = []
+    ctx: zmq.Context = zmq.Context()
+    for batch in (False, True):
+        port = free_port()
+        sub = ctx.socket(zmq.XSUB)
+        sub.bind(f"tcp://127.0.0.1:{port}")
+        sub.send(b"\x01")  # subscribe to everything, as the relay does
+        pub = RelayPublisher(RelaySettings(publish_port=port, lvc_max_topics=2), context=ctx)
+        try:
+            deadline = time.monotonic() + 10
+            while True:  # the XSUB hands its subscription to a new peer when it is polled
+                sub.poll(20)
+                with contextlib.suppress(RelayUnavailableError):
+                    pub.wait_ready(0.02)
+                    break
+                assert time.monotonic() < deadline, "the publisher never saw the subscription"
+            if batch:
+                assert pub.publish_many(msgs[:100]) == 100
+                assert pub.publish_many(iter(msgs[100:])) == len(msgs) - 100
+            else:
+                for topic, payload in msgs:
+                    pub.publish_raw(topic, payload)
+            frames = []
+            while len(frames) < 3 * len(msgs) and sub.poll(5000):
+                frames.append(sub.recv())
+            seqs = [t.Header.unpack(h).seq for h in frames[1::3]]
+            got.append(([f for i, f in enumerate(frames) if i % 3 != 1], seqs,
+                        list(pub.cache.last), dict(pub.cache.last)))  # fmt: skip
+        finally:
+            pub.close()
+            sub.close(linger=0)
+    ctx.term()
+    assert got[0][0] == got[1][0] and len(got[0][0]) == 2 * len(msgs)  # topics and payloads
+    assert got[0][1] == got[1][1] == [i // 3 + 1 for i in range(len(msgs))]
+    assert got[0][2] == got[1][2] == [t.topic_frame("B:X/Y|tick"), t.topic_frame("C:X/Y|tick")]
+    (_, header, payload) = got[1][3][t.topic_frame("C:X/Y|tick")]
+    assert payload == b"C69" and t.Header.unpack(header).seq == 70
 
 
 def _request(**changes: object) -> HistoryRequest:
