@@ -15,6 +15,12 @@ each on its own core time, measure against the same clock:
 - (b) forming 1m candle: a consumer of the live candles topic, for every non-final 1m
   update ``now - receipt_ts_us`` (a forming candle's ``receipt_ts_us`` is the newest
   receipt of its trades: the trade that caused the update);
+- (b') the same updates seen from the **oldest** trade they add: with conflated updates
+  (``--live-conflation``) a trade waits for the end of its slice, so the newest trade is the
+  freshest. The oldest trade an update adds arrived after the previous update's newest
+  receipt (or after the window start), so ``now - (that + 1 µs)`` bounds its latency from
+  above (over-estimating by the gap between trades of a market: about 10 ms at 1,000
+  trades/s over 10 markets);
 - (c) subscriber: an SDK ``RelayClient.subscribe`` to the ticks of one market (a tenth of
   the trades), through Kafka -> bridge -> relay XSUB -> XPUB, decoded, ``now - receipt``;
 - final: a read_committed consumer of the exactly-once candles topic, for every 1m candle
@@ -181,6 +187,8 @@ def _observer(kind: str, bootstrap: str, topic: str, out: Path) -> None:
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     samples: list[tuple[int, int]] = []
+    oldest: list[tuple[int, int]] = []  # (b'): per forming update, its oldest trade's bound
+    newest_by_candle: dict[bytes, int] = {}
     if kind == "relay":
         from ticklake.relay import RelayClient
 
@@ -226,10 +234,14 @@ def _observer(kind: str, bootstrap: str, topic: str, out: Path) -> None:
                 continue
             if kind == "candles" and not final:
                 samples.append((receipt, now - receipt))
+                key = msg.key() or b""
+                after = newest_by_candle.get(key, window_end - 60_000_000 - 1)
+                newest_by_candle[key] = receipt
+                oldest.append((receipt, now - (after + 1)))
             elif kind == "final" and final:
                 samples.append((window_end, now - window_end))
     consumer.close()
-    out.write_text(json.dumps({"samples": samples, "gaps": 0}))
+    out.write_text(json.dumps({"samples": samples, "gaps": 0, "oldest": oldest}))
 
 
 # -- the benchmark -----------------------------------------------------------------------
@@ -445,6 +457,9 @@ def run(  # noqa: PLR0915
                             lt for r, lt in data[kind]["samples"] if ph["start"] <= r <= ph["end"]
                         ]
                         row[kind] = _pcts(lat)
+                    row["candles_oldest"] = _pcts([
+                        lt for r, lt in data["candles"]["oldest"] if ph["start"] <= r <= ph["end"]
+                    ])  # fmt: skip
                     results.append(row)
                     console.print(row)
                 start, end = phases[0]["start"], phases[-1]["end"]
@@ -474,13 +489,14 @@ def table(
         + (f"; job flags {' '.join(job_args)}" if job_args else ""),
     )
     for col in ("trades/s (achieved)", "run", "(0) raw topic", "(a) live trade",
-                "(b) forming 1m candle", "(c) subscriber tick", "load"):  # fmt: skip
+                "(b) forming 1m candle", "(b') same, oldest trade (bound)",
+                "(c) subscriber tick", "load"):  # fmt: skip
         t.add_column(col)
     for r in results:
         t.add_row(
             f"{r['rate']:,} ({r['achieved']:,.0f})", str(r["run"]), _fmt(r["raw"]),
-            _fmt(r["trades"]),
-            _fmt(r["candles"]), _fmt(r["relay"]), f"{r['load']:.1f}",
+            _fmt(r["trades"]), _fmt(r["candles"]), _fmt(r["candles_oldest"]),
+            _fmt(r["relay"]), f"{r['load']:.1f}",
         )  # fmt: skip
     return t
 
