@@ -18,9 +18,9 @@ each on its own core time, measure against the same clock:
 - (b') the same updates seen from the **oldest** trade they add: with conflated updates
   (``--live-conflation``) a trade waits for the end of its slice, so the newest trade is the
   freshest. The oldest trade an update adds arrived after the previous update's newest
-  receipt (or after the window start), so ``now - (that + 1 µs)`` bounds its latency from
-  above (over-estimating by the gap between trades of a market: about 10 ms at 1,000
-  trades/s over 10 markets);
+  receipt, so ``now - (that + 1 µs)`` bounds its latency from above (over-estimating by the
+  gap between trades of a market: about 10 ms at 1,000 trades/s over 10 markets); the
+  first update of a candle this observer sees has no previous one and is left out;
 - (c) subscriber: an SDK ``RelayClient.subscribe`` to the ticks of one market (a tenth of
   the trades), through Kafka -> bridge -> relay XSUB -> XPUB, decoded, ``now - receipt``;
 - final: a read_committed consumer of the exactly-once candles topic, for every 1m candle
@@ -235,9 +235,10 @@ def _observer(kind: str, bootstrap: str, topic: str, out: Path) -> None:
             if kind == "candles" and not final:
                 samples.append((receipt, now - receipt))
                 key = msg.key() or b""
-                after = newest_by_candle.get(key, window_end - 60_000_000 - 1)
+                after = newest_by_candle.get(key)
                 newest_by_candle[key] = receipt
-                oldest.append((receipt, now - (after + 1)))
+                if after is not None:  # a candle's first update seen here has no bound
+                    oldest.append((receipt, now - (after + 1)))
             elif kind == "final" and final:
                 samples.append((window_end, now - window_end))
     consumer.close()
