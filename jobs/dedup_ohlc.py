@@ -131,6 +131,10 @@ class DedupOhlcSettings(BaseSettings):
     #: record and a Kafka send per timeframe: conflation bounds that by the number of
     #: active candles instead of the trade rate (docs/stream-jobs.md).
     live_conflation: Duration = timedelta(milliseconds=50)
+    #: How rows reach the Iceberg writers: ``hash`` (by partition: the writers run in a
+    #: task of their own, so their Parquet close and S3 upload at each checkpoint does not
+    #: stall the live outputs) or ``none`` (chained to the operators before them).
+    iceberg_distribution: Literal["hash", "none"] = "hash"
     #: Producer ``linger.ms`` of the live sinks: how long a record may wait to batch.
     live_linger: Duration = timedelta(milliseconds=5)
     #: ``execution.buffer-timeout.interval``: the longest a record waits in a network
@@ -231,6 +235,7 @@ class DedupOhlcSettings(BaseSettings):
             live_candles_topic=self.live_candles_topic if self.live else None,
             live_sink_options={"properties.linger.ms": str(_ms(self.live_linger))},
             live_conflation_ms=_ms(self.live_conflation),
+            iceberg_distribution=self.iceberg_distribution,
         )
 
     def live_topics(self) -> list[TopicSpec[Any]]:
@@ -341,6 +346,8 @@ def parser() -> argparse.ArgumentParser:
     add("--live-conflation",
         help="forming candles: at most one update per candle per interval, e.g. 50ms "
         "(default); 0ms: one per trade")  # fmt: skip
+    add("--iceberg-distribution", choices=["hash", "none"],
+        help="hash (default): Iceberg writers in their own task; none: chained")  # fmt: skip
     add("--live-linger", help="producer linger.ms of the live sinks, e.g. 5ms (default)")
     add("--buffer-timeout", help="network buffer timeout, e.g. 10ms (default); 0ms: per record")
     add("--print-sql", action="store_true", help="print the job's SQL and exit")

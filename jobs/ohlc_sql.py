@@ -166,6 +166,9 @@ class SqlOptions:
     #: Forming candles: at most one update per candle per this many milliseconds of
     #: processing time (0: one update per trade).
     live_conflation_ms: int = 0
+    #: The Iceberg writers' ``distribution-mode``: ``hash`` (by partition; the writers in
+    #: their own task) or ``none`` (chained to the operator before them).
+    iceberg_distribution: str = "none"
 
     @property
     def live(self) -> bool:
@@ -512,7 +515,17 @@ def live_inserts(o: SqlOptions) -> list[str]:
 
 
 def _iceberg(o: SqlOptions, table: str) -> str:
-    return f"`{o.catalog}`.`{o.namespace}`.`{table}`"
+    """An Iceberg sink table, with the writers' distribution as a dynamic option.
+
+    ``hash`` shuffles the rows by partition (day, market) to the writers, which puts them
+    in a task of their own: at every checkpoint an Iceberg writer closes its Parquet files
+    and uploads them to S3 before the barrier may pass, and chained to the operators that
+    also feed the live sinks it would stall the live outputs for that long.
+    """
+    target = f"`{o.catalog}`.`{o.namespace}`.`{table}`"
+    if o.iceberg_distribution == "none":
+        return target
+    return f"{target} /*+ OPTIONS('distribution-mode'={_q(o.iceberg_distribution)}) */"
 
 
 ICEBERG_TRADE_COLUMNS = [

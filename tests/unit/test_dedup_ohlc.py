@@ -267,6 +267,14 @@ def test_live_candles_sql_conflated_per_processing_time_slice() -> None:
         DedupOhlcSettings(live_conflation="2h")  # type: ignore[arg-type]
 
 
+def test_iceberg_writers_hash_distributed_unless_chained() -> None:
+    hint = "/*+ OPTIONS('distribution-mode'='hash') */"
+    iceberg = [i for i in plan(DedupOhlcSettings(), CONN).inserts if "`ticklake`" in i]
+    assert len(iceberg) == 3 and all(hint in i.splitlines()[0] for i in iceberg)
+    chained = plan(DedupOhlcSettings(iceberg_distribution="none"), CONN).inserts
+    assert not any("distribution-mode" in i for i in chained)
+
+
 def test_no_live_and_live_topics() -> None:
     off = DedupOhlcSettings(live=False)
     assert off.live_topics() == []
