@@ -15,8 +15,11 @@ tested without PyFlink. ``docs/stream-jobs.md`` explains the pipeline these buil
            late trades -> Kafka (exactly-once) + Iceberg
     live (at-least-once, visible at once, no transactions; optional):
       trades_live      on-time trades that are not history backfills -> live trades topic
-      forming candles  on-time trades, GROUP BY candle key per timeframe (updating), and
-                       the final candles -> live candles topic (upsert-kafka)
+      live_slices      (conflated, the default) on-time trades -> partial 1m bars per
+                       market per processing-time slice (TUMBLE on PROCTIME())
+      forming candles  the slices (or each on-time trade), GROUP BY candle key per
+                       timeframe (updating), and the final candles -> live candles topic
+                       (upsert-kafka)
 """
 
 from __future__ import annotations
