@@ -1,13 +1,16 @@
 """Benchmark: risk decision latency under market-data load, and breach -> halt latency.
 
     .venv/bin/python -m ticklake.bench risk [--rate 1000] [--seconds 20] [--trades 10000]
-        [--breaches 20] [--python-mode process|thread] [--runs 1]
+        [--breaches 20] [--python-mode process|thread] [--runs 1] [--no-audit]
+        [--job-arg=--bundle-size=100 ...]
 
 Starts its own stack (free ports) and the risk job unbounded on the embedded MiniCluster
-(default settings: process mode, bundles of 100 records / 5 ms, 5 ms buffer timeout, 10 s
-checkpoints, Iceberg audit tables on). A load process writes ``--trades`` trades/s of 10
-markets to a raw-trades topic (broker and machine load, as in production) and one final 1m
-candle per market per second to the job's candles topic (the market data the job reads).
+(default settings: process mode, bundles of 1000 records / 5 ms, 5 ms buffer timeout, 10 s
+checkpoints, Iceberg audit tables on; ``--no-audit`` runs it with ``--namespace ''``, no
+Iceberg, to price the audit trail; ``--job-arg`` passes any other flag of the job). A load
+process writes ``--trades`` trades/s of 10 markets to a raw-trades topic (broker and machine
+load, as in production) and one final 1m candle per market per second to the job's candles
+topic (the market data the job reads).
 Then, per run:
 
 - **decisions**: ``--rate`` proposals/s for ``--seconds`` over 100 funded accounts, each
@@ -20,6 +23,8 @@ Then, per run:
   ``emitted_ts_us - event_ts_us``.
 
 p50/p99/max of each. The machine's load average is printed with the figures. Asserts nothing.
+The first run meets a cold JVM (its JIT compilers take a large share of the 2 cores in the
+job's first minutes): pass ``--runs 2`` or more and read the later runs for steady state.
 """
 
 from __future__ import annotations
@@ -405,6 +410,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--breaches", type=int, default=20, help="drawdown breaches per run")
     p.add_argument("--python-mode", choices=["process", "thread"], default="process")
     p.add_argument("--runs", type=int, default=1)
+    p.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="run the job without the Iceberg audit tables (its --namespace '')",
+    )
+    p.add_argument(
+        "--job-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument of the job, repeatable (e.g. --job-arg=--bundle-size=100)",
+    )
 
 
 def run_from(args: argparse.Namespace) -> Table:
@@ -415,6 +432,8 @@ def run_from(args: argparse.Namespace) -> Table:
         breaches=args.breaches,
         python_mode=args.python_mode,
         runs=args.runs,
+        audit=not args.no_audit,
+        job_args=args.job_arg,
     )
 
 
@@ -426,6 +445,8 @@ def run(  # noqa: PLR0915
     breaches: int,
     python_mode: str,
     runs: int = 1,
+    audit: bool = True,
+    job_args: list[str] | None = None,
 ) -> Table:
     from ticklake.bench.stack_up import scratch_stack
     from ticklake.catalog.connection import load_catalog
@@ -488,8 +509,9 @@ def run(  # noqa: PLR0915
                     for k, s in specs.items()
                 ],
             )
-            namespace = f"bench_risk_{run_id}"
-            ensure_risk_tables(load_catalog(), namespace)
+            namespace = f"bench_risk_{run_id}" if audit else ""
+            if audit:
+                ensure_risk_tables(load_catalog(), namespace)
             ctx = StackContext(StackSettings())
             args = [
                 str(flink_python(ctx)),
@@ -505,6 +527,7 @@ def run(  # noqa: PLR0915
                 f"bench-risk-{run_id}",
                 "--group-id",
                 f"bench-risk-{run_id}",
+                *(job_args or []),
             ]
             for key in specs:
                 if key != "raw":
@@ -547,7 +570,10 @@ def run(  # noqa: PLR0915
                 except subprocess.TimeoutExpired:
                     os.killpg(job.pid, 9)
             stack.down()
-    return _table(results, rate, trades, python_mode)
+    detail = (
+        python_mode + ("" if audit else ", no audit") + "".join(f" {a}" for a in job_args or [])
+    )
+    return _table(results, rate, trades, detail)
 
 
 def _one_partition(spec: Any, name: str) -> Any:

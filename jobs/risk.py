@@ -101,6 +101,14 @@ class RiskSettings(BaseSettings):
     dead_letters_topic: str = DEAD_LETTERS.name
     #: Iceberg namespace of the audit tables; empty: no Iceberg output.
     namespace: str = "risk"
+    #: How the audit rows reach the Iceberg writers: ``hash`` (by table partition) puts the
+    #: writers in tasks of their own; ``none`` (Iceberg's default) chains them to the task
+    #: that feeds them (see ``record_sinks``).
+    audit_distribution: Literal["hash", "none"] = "hash"
+    #: Where the exactly-once topics and the audit are written: ``own_task`` (behind a
+    #: network hop, off the thread that runs the rules) or ``chained`` to the rules. The
+    #: live topics are always chained to the rules: they are the low-latency path.
+    record_sinks: Literal["own_task", "chained"] = "own_task"
     atr_timeframe: str = "1m"
     adv_timeframe: str = "1d"
     atr_period: int = Field(default=14, ge=1)
@@ -306,13 +314,14 @@ def inserts(s: RiskSettings, catalog: str) -> list[str]:
         f"INSERT INTO out_decisions {typed_select(RiskDecision, 'decisions')}",
         f"INSERT INTO out_violations {typed_select(RiskViolation, 'violations')}",
         f"INSERT INTO out_events {typed_select(AccountEvent, 'account_events')}",
-        f"INSERT INTO live_decisions {typed_select(RiskDecision, 'decisions')}",
-        f"INSERT INTO live_events {typed_select(AccountEvent, 'account_events')}",
+        f"INSERT INTO live_decisions {typed_select(RiskDecision, 'decisions_live')}",
+        f"INSERT INTO live_events {typed_select(AccountEvent, 'account_events_live')}",
         f"INSERT INTO out_dead_letters {typed_select(DeadLetter, 'dead_letters')}",
     ]
     if s.namespace:
         for view, model, table, ts_col, us_field in OUTPUTS:
-            target = f"`{catalog}`.`{s.namespace}`.`{table}`"
+            hint = f"/*+ OPTIONS('distribution-mode'={_q(s.audit_distribution)}) */"
+            target = f"`{catalog}`.`{s.namespace}`.`{table}` {hint}"
             extra = [f"{micros_to_ltz_sql(f'`{us_field}`')} AS `{ts_col}`"]
             out.append(f"INSERT INTO {target} {typed_select(model, view, extra)}")
     return out
@@ -375,13 +384,21 @@ def build(
         .process(RiskFunction(settings.operator_config()), output_type=row_type(RiskDecision))
         .name("risk rules")
     )
-    t_env.create_temporary_view("decisions", t_env.from_data_stream(decisions))
-    t_env.create_temporary_view(
-        "violations", t_env.from_data_stream(decisions.get_side_output(VIOLATIONS))
-    )
-    t_env.create_temporary_view(
-        "account_events", t_env.from_data_stream(decisions.get_side_output(EVENTS))
-    )
+    events = decisions.get_side_output(EVENTS)
+    streams = {
+        "decisions": decisions,
+        "violations": decisions.get_side_output(VIOLATIONS),
+        "account_events": events,
+    }
+    # The live topics are written from the thread that runs the rules (the fast path);
+    # the exactly-once topics and the Iceberg audit, unless chained, from a task of their
+    # own behind a network hop (their serialization and writers off that thread).
+    t_env.create_temporary_view("decisions_live", t_env.from_data_stream(decisions))
+    t_env.create_temporary_view("account_events_live", t_env.from_data_stream(events))
+    own_task = settings.record_sinks == "own_task"
+    for view, stream in streams.items():
+        record = stream.rebalance() if own_task else stream
+        t_env.create_temporary_view(view, t_env.from_data_stream(record))
     t_env.create_temporary_view(
         "dead_letters", t_env.from_data_stream(accounts.get_side_output(DEAD_LETTER_OUTPUT))
     )
@@ -418,6 +435,16 @@ def parser() -> argparse.ArgumentParser:
                 help=f"topic (default {RiskSettings.model_fields[name].default})",
             )
     add("--namespace", help="Iceberg namespace of the audit tables ('' for none; default risk)")
+    add(
+        "--audit-distribution",
+        choices=["hash", "none"],
+        help="hash (default): Iceberg writers in tasks of their own; none: chained to their feeder",
+    )
+    add(
+        "--record-sinks",
+        choices=["own_task", "chained"],
+        help="own_task (default): exactly-once topics and audit off the rules' thread",
+    )
     add("--atr-timeframe", help="candles the ATR and last price come from (default 1m)")
     add("--adv-timeframe", help="candles the ADV comes from (default 1d)")
     add("--atr-period", type=int, help="ATR period (default 14)")

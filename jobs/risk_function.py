@@ -209,21 +209,36 @@ class RiskConfig:
     dedup_ttl_ms: int = 7 * 86_400_000
 
 
+#: Accounts whose default limits are kept ready (the cache is emptied when full).
+_LIMITS_CACHE = 10_000
+
+
 def markets_descriptor() -> MapStateDescriptor:
     """A fresh descriptor each time: a used one holds Java objects and cannot be pickled."""
     return MapStateDescriptor("markets", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 
 
 class _Markets(Mapping[str, MarketState]):
-    """Read view of the broadcast state through the operator's dict mirror."""
+    """Read view of the broadcast state through the operator's dict mirror.
 
-    def __init__(self, mirror: dict[str, Any], state: Any) -> None:
+    The broadcast state itself is fetched only when the mirror misses (after a restore,
+    before the market's next candle): ``ctx.get_broadcast_state`` builds a Java state
+    descriptor and crosses into the JVM on every call, which is too dear per record.
+    """
+
+    def __init__(self, mirror: dict[str, Any], ctx: Any) -> None:
         self._mirror = mirror
-        self._state = state
+        self._ctx = ctx
+        self._state: Any = None
+
+    def state(self) -> Any:
+        if self._state is None:
+            self._state = self._ctx.get_broadcast_state(markets_descriptor())
+        return self._state
 
     def __getitem__(self, market: str) -> MarketState:
         if market not in self._mirror:
-            value = self._state.get(market)
+            value = self.state().get(market)
             if value is None:
                 raise KeyError(market)
             self._mirror[market] = value
@@ -245,6 +260,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def __init__(self, config: RiskConfig) -> None:
         self.config = config
         self.mirror: dict[str, Any] = {}
+        #: The default limits of accounts without their own (frozen models, shared),
+        #: emptied when the defaults change.
+        self.default_limits: dict[str, AccountLimits] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
         pickled = Types.PICKLED_BYTE_ARRAY()
@@ -256,6 +274,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         seen.enable_time_to_live(ttl)
         self.seen = runtime_context.get_map_state(seen)
         self.mirror = {}
+        self.default_limits = {}
 
     # -- broadcast side: market data and default limits ---------------------------------
 
@@ -266,6 +285,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             if isinstance(payload, AccountLimits):
                 state.put(DEFAULTS_KEY, payload)
                 self.mirror[DEFAULTS_KEY] = payload
+                self.default_limits.clear()
             return
         candle = CandleView(key, *payload)
         market = self.mirror.get(key) or state.get(key)
@@ -277,15 +297,24 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     # -- keyed side: one account --------------------------------------------------------
 
-    def _limits(self, account: str, state: Any) -> AccountLimits:
+    def _limits(self, account: str, markets: _Markets) -> AccountLimits:
         own = self.limits.value()
         if isinstance(own, AccountLimits):
             return own
-        default = self.mirror.get(DEFAULTS_KEY) or state.get(DEFAULTS_KEY)
+        cached = self.default_limits.get(account)
+        if cached is not None:
+            return cached
+        if DEFAULTS_KEY not in self.mirror:  # after a restore: look once (None: no record)
+            self.mirror[DEFAULTS_KEY] = markets.state().get(DEFAULTS_KEY)
+        default = self.mirror[DEFAULTS_KEY]
         if isinstance(default, AccountLimits):
-            self.mirror[DEFAULTS_KEY] = default
-            return default.model_copy(update={"account": account})
-        return AccountLimits.defaults(account, 946_684_800_000_000)
+            limits = default.model_copy(update={"account": account})
+        else:
+            limits = AccountLimits.defaults(account, 946_684_800_000_000)
+        if len(self.default_limits) >= _LIMITS_CACHE:
+            self.default_limits.clear()
+        self.default_limits[account] = limits
+        return limits
 
     def _first_time(self, kind: str, ident: str) -> bool:
         key = f"{kind}:{ident}"
@@ -301,9 +330,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             if self._first_time(kind, record.proposal_id):
                 yield invalid_decision_row(record, now_us())
             return
-        state = ctx.get_broadcast_state(markets_descriptor())
-        markets = _Markets(self.mirror, state)
-        limits = self._limits(account, state)
+        markets = _Markets(self.mirror, ctx)
+        limits = self._limits(account, markets)
         portfolio = self.portfolio.value() or Portfolio(account)
         outcome = Outcome()
         if isinstance(record, OrderProposal):
@@ -338,9 +366,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def _schedule(self, portfolio: Portfolio, ctx: Any) -> None:
         """Keep one processing-time timer per account with open positions: the monitors
         then see price moves between the account's own events."""
-        if self.timer.value() is not None:
-            return
-        if any(p.qty != 0 for p in portfolio.positions.values()):
+        if not any(p.qty != 0 for p in portfolio.positions.values()):
+            return  # checked first: it is plain Python, the timer state a call into Flink
+        if self.timer.value() is None:
             due = ctx.timer_service().current_processing_time() + self.config.monitor_interval_ms
             ctx.timer_service().register_processing_time_timer(due)
             self.timer.update(due)
@@ -350,11 +378,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         portfolio = self.portfolio.value()
         if portfolio is None:
             return
-        state = ctx.get_broadcast_state(markets_descriptor())
-        limits = self._limits(portfolio.account, state)
-        outcome = portfolio.refresh(
-            _Markets(self.mirror, state), limits, f"monitor:{timestamp}", timestamp * 1000
-        )
+        markets = _Markets(self.mirror, ctx)
+        limits = self._limits(portfolio.account, markets)
+        outcome = portfolio.refresh(markets, limits, f"monitor:{timestamp}", timestamp * 1000)
         yield from self._emit(portfolio.account, outcome)
         self.portfolio.update(portfolio)
         self._schedule(portfolio, ctx)
