@@ -288,7 +288,7 @@ def _risk_columns(avro_name: str, time_column: str) -> tuple[tuple[str, str], ..
 
 
 #: Decisions, violations and account events of the risk job, each with the time it was made
-#: (partitioned by its day and by account, sorted by it).
+#: (partitioned by its day and ``bucket(RISK_ACCOUNT_BUCKETS, account)``, sorted by it).
 RISK_TABLES: tuple[TableDef, ...] = (
     TableDef("decisions", _risk_columns("risk_decision", "decision_ts"), "decision_ts"),
     TableDef("violations", _risk_columns("risk_violation", "detected_ts"), "detected_ts"),
@@ -296,10 +296,22 @@ RISK_TABLES: tuple[TableDef, ...] = (
 )
 
 
+#: Account buckets of the risk audit tables. An identity partition per account made the
+#: job open a Parquet file per account, table and checkpoint (each new file also parses a
+#: Hadoop configuration): with 100 accounts the audit writers cost more CPU than the rules
+#: (bench/README.md, risk, session 4). Buckets bound that at 16 files per table and
+#: checkpoint, and a query for one account still reads one bucket.
+RISK_ACCOUNT_BUCKETS = 16
+
+
 def ensure_risk_tables(catalog: Catalog, namespace: str = RISK_NAMESPACE) -> dict[str, bool]:
-    """Create the risk audit tables that do not exist yet; ``{"<ns>.<table>": created}``."""
+    """Create the risk audit tables that do not exist yet; ``{"<ns>.<table>": created}``.
+
+    Tables created before the account buckets keep their identity partition by account
+    (Iceberg partition evolution can change it: ``table.update_spec()``).
+    """
     from pyiceberg.partitioning import PartitionField, PartitionSpec
-    from pyiceberg.transforms import DayTransform, IdentityTransform
+    from pyiceberg.transforms import BucketTransform, DayTransform
 
     catalog.create_namespace_if_not_exists(namespace)
     created: dict[str, bool] = {}
@@ -311,7 +323,9 @@ def ensure_risk_tables(catalog: Catalog, namespace: str = RISK_NAMESPACE) -> dic
             account_id = table.column_names().index("account") + 1
             spec = PartitionSpec(
                 PartitionField(time_id, 1000, DayTransform(), f"{table.time_column}_day"),
-                PartitionField(account_id, 1001, IdentityTransform(), "account"),
+                PartitionField(
+                    account_id, 1001, BucketTransform(RISK_ACCOUNT_BUCKETS), "account_bucket"
+                ),
             )
             catalog.create_table_if_not_exists(
                 identifier,

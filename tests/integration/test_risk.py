@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from pyiceberg.expressions import EqualTo
 
 from ticklake.catalog.connection import load_catalog
 from ticklake.catalog.tables import ensure_risk_tables
@@ -423,6 +424,31 @@ def test_rules_on_hand_computed_cases(risk: RiskRun) -> None:
     committed = risk.all_decided_once(ids)
     live = {x.proposal_id: x for x in tail.records}
     assert all(c == live[c.proposal_id] for c in committed)
+    # The Iceberg audit trail: the same decisions, each once (partitioned by day and by
+    # account bucket).
+    catalog, table_id = load_catalog(risk.conn), f"it_risk_{risk.tag}.decisions"
+    spec = catalog.load_table(table_id).spec()
+    assert [(f.name, str(f.transform)) for f in spec.fields] == [
+        ("decision_ts_day", "day"), ("account_bucket", "bucket[16]")]  # fmt: skip
+
+    def audited() -> list[dict[str, Any]] | None:
+        rows: list[dict[str, Any]] = (
+            catalog.load_table(table_id)
+            .scan(row_filter=EqualTo("account", acct),
+                  selected_fields=("proposal_id", "approved", "size", "rule_failed"))
+            .to_arrow().to_pylist()
+        )  # fmt: skip
+        return rows if {r["proposal_id"] for r in rows} >= ids else None
+
+    rows = wait_until("the decisions in the Iceberg audit", audited, 90, every_s=1)
+    assert Counter(r["proposal_id"] for r in rows) == Counter(ids)  # each once, nothing else
+    decided = {c.proposal_id: c for c in committed}
+    assert all(
+        (r["approved"], r["size"], r["rule_failed"])
+        == (decided[r["proposal_id"]].approved, decided[r["proposal_id"]].size,
+            decided[r["proposal_id"]].rule_failed)
+        for r in rows
+    )  # fmt: skip
     tail.close()
 
 
