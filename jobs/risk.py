@@ -365,6 +365,7 @@ def build(
         t_env.to_data_stream(t_env.sql_query(raw_inputs_query()))
         .process(InputDecoder(), output_type=pickled)
         .name("decode account inputs")
+        .uid("ticklake-risk-decode")
     )
     defaults = accounts.get_side_output(DEFAULT_LIMITS)
     tfs = ", ".join(_q(tf) for tf in {settings.atr_timeframe, settings.adv_timeframe})
@@ -383,6 +384,9 @@ def build(
         .connect(candles.union(defaults).broadcast(markets_descriptor()))
         .process(RiskFunction(settings.operator_config()), output_type=row_type(RiskDecision))
         .name("risk rules")
+        # A fixed uid: the accounts' keyed state (portfolios, limits, seen ids, breakers)
+        # maps across changes of the rest of the graph (docs/risk.md, "Upgrades").
+        .uid("ticklake-risk-rules")
     )
     events = decisions.get_side_output(EVENTS)
     streams = {

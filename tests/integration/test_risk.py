@@ -371,8 +371,12 @@ def risk(flink_cluster: Stack) -> Iterator[RiskRun]:
 
 
 def loaded(equity: str) -> Callable[[RiskDecision], bool]:
-    """The market data and the deposit are in: ATR known and equity as funded."""
-    return lambda d: d.atr is not None and d.equity == D(equity)
+    """The market data and the deposit are in: ATR and ADV known, equity as funded.
+
+    ``flat_market`` sends the 1m candles (ATR) before the daily one (ADV): a proposal
+    between them sees an ATR but no ADV, and is rejected for it.
+    """
+    return lambda d: d.atr is not None and d.adv_notional is not None and d.equity == D(equity)
 
 
 def test_rules_on_hand_computed_cases(risk: RiskRun) -> None:
@@ -457,7 +461,8 @@ def test_limits_change_through_the_config_topic(risk: RiskRun) -> None:
     acct = f"limits-{risk.tag}"
     risk.flat_market("CFG/USDT")
     risk.deposit(acct, "100000")
-    assert risk.probe(tail, acct, "CFG/USDT", loaded("100000")).size == 50
+    first = risk.probe(tail, acct, "CFG/USDT", loaded("100000"))
+    assert first.approved and first.size == 50, first
     risk.limits(acct, max_position=D("0.02"))  # 2% of 100000 at 100: 20
     assert risk.probe(tail, acct, "CFG/USDT", lambda d: d.size != 50).size == 20
     # Stop at 3 ATR, caps wide: floor(100000 x 1% / (3 x 2)) = floor(166.67) = 166.
