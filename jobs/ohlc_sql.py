@@ -226,19 +226,28 @@ SELECT {cols}, `event_time`,
 FROM trades_dedup"""
 
 
+def trade_aggregates_sql() -> str:
+    """A bar's columns aggregated from trades (1m windows, live slices, forming candles)."""
+    key = order_key_sql()
+    return f"""MIN({key}) AS open_key, MAX({key}) AS close_key,
+  MAX(`price`) AS high, MIN(`price`) AS low,
+  SUM(`amount`) AS volume, SUM(`price` * `amount`) AS quote_volume,
+  COUNT(*) AS trade_count, MAX(`receipt_ts_us`) AS receipt_ts_us"""
+
+
+#: A bar's columns merged from smaller bars (roll-ups, conflated forming candles).
+BAR_MERGE_SQL = """MIN(open_key) AS open_key, MAX(close_key) AS close_key,
+  MAX(high) AS high, MIN(low) AS low,
+  SUM(volume) AS volume, SUM(quote_volume) AS quote_volume,
+  SUM(trade_count) AS trade_count, MAX(receipt_ts_us) AS receipt_ts_us"""
+
+
 def bars_1m_view() -> str:
     """1-minute bars of the on-time trades, with the open/close keys kept for roll-ups."""
-    key = order_key_sql()
     return f"""CREATE TEMPORARY VIEW bars_1m AS
 SELECT `exchange`, `symbol`, window_start AS w_start, window_end AS w_end,
   window_time AS bar_time,
-  MIN({key}) AS open_key,
-  MAX({key}) AS close_key,
-  MAX(`price`) AS high, MIN(`price`) AS low,
-  SUM(`amount`) AS volume,
-  SUM(`price` * `amount`) AS quote_volume,
-  COUNT(*) AS trade_count,
-  MAX(`receipt_ts_us`) AS receipt_ts_us
+  {trade_aggregates_sql()}
 FROM TABLE(TUMBLE(
   TABLE trades_checked, DESCRIPTOR(`event_time`), INTERVAL '1' MINUTE))
 WHERE NOT `late`
@@ -248,10 +257,7 @@ GROUP BY `exchange`, `symbol`, window_start, window_end, window_time"""
 def rollup_select(timeframe: str) -> str:
     """Bars of ``timeframe`` rolled up from the 1m bars (cascaded tumbling windows)."""
     return f"""SELECT `exchange`, `symbol`, window_start AS w_start, window_end AS w_end,
-  MIN(open_key) AS open_key, MAX(close_key) AS close_key,
-  MAX(high) AS high, MIN(low) AS low,
-  SUM(volume) AS volume, SUM(quote_volume) AS quote_volume,
-  SUM(trade_count) AS trade_count, MAX(receipt_ts_us) AS receipt_ts_us
+  {BAR_MERGE_SQL}
 FROM TABLE(TUMBLE(TABLE bars_1m, DESCRIPTOR(bar_time), {interval_sql(timeframe)}))
 GROUP BY `exchange`, `symbol`, window_start, window_end"""
 
@@ -397,7 +403,6 @@ def live_slices_views(o: SqlOptions) -> list[str]:
     of a bounded input: in a bounded run the last slice gives no forming update (its final
     candles carry those trades).
     """
-    key = order_key_sql()
     return [
         """CREATE TEMPORARY VIEW live_slice_input AS
 SELECT `exchange`, `symbol`, `trade_id`, `price`, `amount`, `exchange_ts_us`, `receipt_ts_us`,
@@ -406,10 +411,7 @@ SELECT `exchange`, `symbol`, `trade_id`, `price`, `amount`, `exchange_ts_us`, `r
 FROM trades_checked WHERE NOT `late`""",
         f"""CREATE TEMPORARY VIEW live_slices AS
 SELECT `exchange`, `symbol`, w1m_start_us,
-  MIN({key}) AS open_key, MAX({key}) AS close_key,
-  MAX(`price`) AS high, MIN(`price`) AS low,
-  SUM(`amount`) AS volume, SUM(`price` * `amount`) AS quote_volume,
-  COUNT(*) AS trade_count, MAX(`receipt_ts_us`) AS receipt_ts_us
+  {trade_aggregates_sql()}
 FROM TABLE(TUMBLE(TABLE live_slice_input, DESCRIPTOR(slice_time),
   {millis_interval_sql(o.live_conflation_ms)}))
 GROUP BY `exchange`, `symbol`, w1m_start_us, window_start, window_end""",
@@ -418,37 +420,20 @@ GROUP BY `exchange`, `symbol`, w1m_start_us, window_start, window_end""",
 
 def _forming_agg(o: SqlOptions, timeframe: str) -> str:
     """The updating aggregate of one timeframe's forming candles (per trade or per slice)."""
-    size_us = timeframe_seconds(timeframe) * 1_000_000
+    size = f"CAST({timeframe_seconds(timeframe) * 1_000_000} AS BIGINT)"
     ttl_s = 2 * timeframe_seconds(timeframe)
-    hint = f"/*+ STATE_TTL('t' = '{ttl_s}s') */"
     if o.live_conflation_ms > 0:
-        return f"""SELECT {hint} candle_key,
+        aggregates, source = BAR_MERGE_SQL, "live_slices"
+        w_start = f"w1m_start_us - MOD(w1m_start_us, {size})"
+    else:
+        aggregates, source = trade_aggregates_sql(), "trades_checked WHERE NOT `late`"
+        w_start = f"`exchange_ts_us` - MOD(`exchange_ts_us`, {size})"
+    return f"""SELECT /*+ STATE_TTL('t' = '{ttl_s}s') */ candle_key,
     MAX(`exchange`) AS `exchange`, MAX(`symbol`) AS `symbol`, MAX(w_start_us) AS w_start_us,
-    MIN(open_key) AS open_key, MAX(close_key) AS close_key,
-    MAX(high) AS high, MIN(low) AS low,
-    SUM(volume) AS volume, SUM(quote_volume) AS quote_volume,
-    SUM(trade_count) AS trade_count, MAX(receipt_ts_us) AS receipt_ts_us
+    {aggregates}
   FROM (
     SELECT *, {candle_key_sql(timeframe, "w_start_us")} AS candle_key
-    FROM (
-      SELECT *, w1m_start_us - MOD(w1m_start_us, CAST({size_us} AS BIGINT)) AS w_start_us
-      FROM live_slices
-    )
-  ) AS t
-  GROUP BY candle_key"""
-    key = order_key_sql()
-    return f"""SELECT {hint} candle_key,
-    MAX(`exchange`) AS `exchange`, MAX(`symbol`) AS `symbol`, MAX(w_start_us) AS w_start_us,
-    MIN({key}) AS open_key, MAX({key}) AS close_key,
-    MAX(`price`) AS high, MIN(`price`) AS low,
-    SUM(`amount`) AS volume, SUM(`price` * `amount`) AS quote_volume,
-    COUNT(*) AS trade_count, MAX(`receipt_ts_us`) AS receipt_ts_us
-  FROM (
-    SELECT *, {candle_key_sql(timeframe, "w_start_us")} AS candle_key
-    FROM (
-      SELECT *, `exchange_ts_us` - MOD(`exchange_ts_us`, CAST({size_us} AS BIGINT)) AS w_start_us
-      FROM trades_checked WHERE NOT `late`
-    )
+    FROM (SELECT *, {w_start} AS w_start_us FROM {source})
   ) AS t
   GROUP BY candle_key"""
 

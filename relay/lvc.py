@@ -5,9 +5,10 @@ message it sends and asks it, on every new subscription, for the cached messages
 frame starts with the subscription's filter (ZMQ's own rule).
 
 The cache is updated once per message a publisher sends (``relay/publisher.py`` keeps the
-cache, not the relay), so the update is two dictionary operations on :attr:`LastValueCache.last`
-and :meth:`RelayPublisher.publish_raw` does them inline (a method call would cost as much as
-the update itself); :meth:`LastValueCache.store` is the same update as a method.
+cache, not the relay), so the update is two dictionary operations on
+:attr:`LastValueCache.last` and the publisher's send loop (``RelayPublisher._publish``) does
+them inline (a method call would cost as much as the update itself);
+:meth:`LastValueCache.store` is the same update as a method.
 """
 
 from __future__ import annotations

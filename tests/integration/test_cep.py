@@ -345,8 +345,10 @@ def running_job() -> Iterator[list[subprocess.Popen[str]]]:
         stop(proc)
 
 
-def start_job(args: list[str], log: Path) -> subprocess.Popen[str]:
-    """The job unbounded on the embedded MiniCluster, in its own session (stopped by pid)."""
+def start_job(
+    args: list[str], log: Path, module: str = "ticklake.jobs.cep"
+) -> subprocess.Popen[str]:
+    """A job unbounded on the embedded MiniCluster, in its own session (stopped by pid)."""
     from ticklake.stack.components.flink import flink_python, job_environment
     from ticklake.stack.context import StackContext
     from ticklake.stack.settings import StackSettings
@@ -355,7 +357,7 @@ def start_job(args: list[str], log: Path) -> subprocess.Popen[str]:
     env = dict(os.environ) | job_environment(ctx)
     out = log.open("w")
     return subprocess.Popen(
-        [str(flink_python(ctx)), "-m", "ticklake.jobs.cep", *args],
+        [str(flink_python(ctx)), "-m", module, *args],
         env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
-import subprocess
 import time
 import uuid
 from collections import defaultdict
@@ -30,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_cep import stop
+from tests.integration.test_cep import start_job, stop
 from tests.integration.test_dedup_ohlc import CANDLE_COLS, MIN, T0, produce, rows, truth_candles
 from tests.integration.test_live_outputs import apply_updates, candle_frame, candle_key
 from ticklake.catalog.connection import load_catalog
@@ -92,10 +90,6 @@ class _Run:
 
 @pytest.fixture
 def job(conn: Connections, tmp_path: Path) -> Iterator[_Run]:
-    from ticklake.stack.components.flink import flink_python, job_environment
-    from ticklake.stack.context import StackContext
-    from ticklake.stack.settings import StackSettings
-
     run = uuid.uuid4().hex[:8]
     raw = dataclasses.replace(RAW_TRADES, name=f"it.conf.raw.{run}", partitions=1)
     candles = CANDLES.renamed(f"it.conf.candles.{run}")
@@ -113,14 +107,8 @@ def job(conn: Connections, tmp_path: Path) -> Iterator[_Run]:
         "--checkpoint-dir", (tmp_path / "ckpt").as_uri(),
         "--transactional-id-prefix", f"it-conf-{run}", "--group-id", f"it-conf-{run}",
     ]  # fmt: skip
-    ctx = StackContext(StackSettings())
-    env = dict(os.environ) | job_environment(ctx)
     log = tmp_path / "job.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(flink_python(ctx)), "-m", "ticklake.jobs.dedup_ohlc", *args],
-            env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )  # fmt: skip
+    proc = start_job(args, log, "ticklake.jobs.dedup_ohlc")
     try:
         yield _Run(conn, raw.name, live_trades.name, live_candles.name, namespace, log)
         assert proc.poll() is None, log.read_text()[-3000:]  # ran until stopped
