@@ -38,10 +38,9 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +49,12 @@ from rich.table import Table
 
 from ticklake.bench import candles_tape as tape_mod
 from ticklake.bench.candles_tape import BOUND_MS, TIMEFRAMES_US, CandleRow, Verdict
+from ticklake.bench.proctree import TreeSampler
 
 #: In this order within each run (the slow Quix Streams peer after the job's main variants).
 DEFAULT_CONTENDERS = ("raw", "dict", "p1", "p2", "quix", "p1:kafka", "p2:kafka", "p1:iceberg",
                       "p2:iceberg")  # fmt: skip
 PEERS = ("quix", "dict", "raw")
-TICK = os.sysconf("SC_CLK_TCK")
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 # -- the environments --------------------------------------------------------------------
@@ -79,81 +77,6 @@ def quix_python(home: Path, root: Path) -> Path:
         cwd=root, env=env, check=True,
     )  # fmt: skip
     return venv / "bin" / "python"
-
-
-# -- measuring a process tree ------------------------------------------------------------
-
-
-def _proc_table() -> dict[int, tuple[int, int, int]]:
-    """pid -> (ppid, utime + stime in ticks, rss in pages) of every process."""
-    out: dict[int, tuple[int, int, int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        rest = data[data.rfind(b")") + 2 :].split()
-        out[int(name)] = (int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[21]))
-    return out
-
-
-@dataclass
-class TreeSampler:
-    """Samples a process tree: cumulative CPU (dead members keep their last value), RSS."""
-
-    root: int
-    interval: float = 0.25
-    series: list[tuple[float, float, float]] = field(default_factory=list)
-    cpu_ticks: dict[int, int] = field(default_factory=dict)
-    peak_rss_mib: float = 0.0
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    def sample(self) -> None:
-        table = _proc_table()
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in table.items():
-            children.setdefault(ppid, []).append(pid)
-        tree, todo = [], [self.root]
-        while todo:
-            pid = todo.pop()
-            if pid in table:
-                tree.append(pid)
-                todo.extend(children.get(pid, []))
-        rss = 0
-        for pid in tree:
-            _, ticks, pages = table[pid]
-            self.cpu_ticks[pid] = max(ticks, self.cpu_ticks.get(pid, 0))
-            rss += pages
-        rss_mib = rss * PAGE_KIB / 1024
-        self.peak_rss_mib = max(self.peak_rss_mib, rss_mib)
-        self.series.append((time.time(), sum(self.cpu_ticks.values()) / TICK, rss_mib))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def cpu_at(self, t: float) -> float:
-        """Tree CPU seconds at wall-clock ``t`` (linear between samples)."""
-        prev = (0.0, 0.0)
-        for ts, cpu, _ in self.series:
-            if ts >= t:
-                if ts == prev[0]:
-                    return cpu
-                return prev[1] + (cpu - prev[1]) * (t - prev[0]) / (ts - prev[0])
-            prev = (ts, cpu)
-        return prev[1]
 
 
 @dataclass
@@ -189,8 +112,8 @@ def measure(cmd: list[str], env: dict[str, str], records: int, timeout_s: float)
         rate=records / elapsed,
         elapsed=elapsed,
         cpu_section=sampler.cpu_at(report["t_last"]) - sampler.cpu_at(report["t_first"]),
-        cpu_total=sum(sampler.cpu_ticks.values()) / TICK,
-        rss_mib=sampler.peak_rss_mib,
+        cpu_total=sampler.cpu_total(),
+        rss_mib=sampler.peak_rss_mib(),
         report=report,
     )
 

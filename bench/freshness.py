@@ -340,7 +340,7 @@ def _pcts(values: list[int]) -> dict[str, float]:
     }
 
 
-def run(  # noqa: PLR0915
+def run(  # noqa: PLR0912, PLR0915
     rates: list[int],
     seconds: float,
     runs: int = 1,
@@ -350,6 +350,7 @@ def run(  # noqa: PLR0915
     sinks: str = "all",
 ) -> Table:
     """Run the phases; ``job_args`` are extra flags of the dedup + OHLC job (experiments)."""
+    from ticklake.bench.proctree import TreeSampler
     from ticklake.bench.stack_up import scratch_stack
     from ticklake.catalog.connection import load_catalog
     from ticklake.catalog.tables import ensure_market_tables
@@ -381,6 +382,10 @@ def run(  # noqa: PLR0915
         work.mkdir(parents=True, exist_ok=True)
         stack = Stack()
         stack.up()
+        sampler = TreeSampler(interval=0.5)
+        for comp in stack.status():
+            if comp.pids:
+                sampler.add(comp.name, comp.pids)
         try:
             bootstrap = Connections.load().kafka.bootstrap_servers
             names = {
@@ -400,9 +405,11 @@ def run(  # noqa: PLR0915
                 env[f"TICKLAKE_RELAY__{var}_PORT"] = str(free_port())
             py = sys.executable
             procs.append(_spawn([py, "-m", "ticklake.relay"], env, work / "relay.log"))
+            sampler.add("relay", [procs[-1].pid])
             bridge = [str(Path(py).parent / "ticklake"), "relay", "bridge"]
             bridge += ["--topic", f"{names['lt']}=tick", "--topic", f"{names['lc']}=ohlc:{{1}}"]
             procs.append(_spawn(bridge, env, work / "bridge.log"))
+            sampler.add("bridge", [procs[-1].pid])
             ctx = StackContext(StackSettings())
             job_env = env | job_environment(ctx)
             module = ["-m", "ticklake.jobs.dedup_ohlc"]
@@ -419,6 +426,7 @@ def run(  # noqa: PLR0915
                 "--group-id", f"bench-fresh-{run_id}", *(job_args or []),
             ], job_env, work / "job.log")  # fmt: skip
             procs.append(job)
+            sampler.add("job", [job.pid])
             warm = _wait_live(bootstrap, names["raw"], names["lt"], 600)
             console.print(f"job live after {warm:.0f}s of warm-up trades")
             time.sleep(6)  # past the idle timeout: empty partitions no longer hold watermarks
@@ -434,11 +442,17 @@ def run(  # noqa: PLR0915
                     if p.stdout.readline().strip() != "ready":
                         raise RuntimeError(f"observer {kind} failed: see {work}/{kind}.log")
                     observers[kind] = (p, out)
+                    sampler.add("observers", [p.pid])
                 phases_out = work / f"phases-{i}.json"
                 spec = ",".join(f"{r}:{seconds}" for r in rates)
                 console.print(f"run {i + 1}/{runs}: phases {spec} (load {os.getloadavg()[0]:.1f})")
                 produce = [py, "-m", "ticklake.bench.freshness", "_produce", bootstrap]
-                subprocess.run([*produce, names["raw"], spec, str(phases_out)], env=env, check=True)
+                producer = subprocess.Popen(
+                    [*produce, names["raw"], spec, str(phases_out)], env=env
+                )
+                sampler.add("producer", [producer.pid])
+                if producer.wait():
+                    raise RuntimeError(f"the producer exited {producer.returncode}")
                 caught_up = _wait_quiet(bootstrap, [names["lt"], names["lc"], names["candles"]])
                 console.print(
                     f"outputs quiet after {caught_up:.0f}s (load {os.getloadavg()[0]:.1f})"
@@ -461,11 +475,13 @@ def run(  # noqa: PLR0915
                     row["candles_oldest"] = _pcts([
                         lt for r, lt in data["candles"]["oldest"] if ph["start"] <= r <= ph["end"]
                     ])  # fmt: skip
+                    row["cores"] = sampler.cores(ph["start"] / 1e6, ph["end"] / 1e6)
                     results.append(row)
                     console.print(row)
                 start, end = phases[0]["start"], phases[-1]["end"]
                 finals += [lt for w, lt in data["final"]["samples"] if start <= w <= end]
         finally:
+            sampler.stop()
             for p in reversed(procs):
                 _stop(p)
             stack.down()
@@ -474,6 +490,13 @@ def run(  # noqa: PLR0915
 
 def _fmt(p: dict[str, float]) -> str:
     return f"{p['p50']:.0f} / {p['p99']:.0f} / {p['max']:.0f} (n={p['n']})"
+
+
+def _cores(cores: dict[str, float]) -> str:
+    """``total 1.93: job 1.02, kafka 0.31, ...`` (largest first)."""
+    parts = sorted(cores.items(), key=lambda kv: -kv[1])
+    total = sum(cores.values())
+    return f"total {total:.2f}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts if v >= 0.005)
 
 
 def table(
@@ -493,11 +516,12 @@ def table(
                 "(b) forming 1m candle", "(b') same, oldest trade (bound)",
                 "(c) subscriber tick", "load"):  # fmt: skip
         t.add_column(col)
+    t.add_column("cores used (job, broker, bench, ...)")
     for r in results:
         t.add_row(
             f"{r['rate']:,} ({r['achieved']:,.0f})", str(r["run"]), _fmt(r["raw"]),
             _fmt(r["trades"]), _fmt(r["candles"]), _fmt(r["candles_oldest"]),
-            _fmt(r["relay"]), f"{r['load']:.1f}",
+            _fmt(r["relay"]), f"{r['load']:.1f}", _cores(r["cores"]),
         )  # fmt: skip
     return t
 

@@ -27,7 +27,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from ticklake.jobs.ohlc_sql import JobSql, micros_to_ltz_sql, millis_interval_sql
+from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
+from ticklake.jobs.ohlc_sql import JobSql, millis_interval_sql
 from ticklake.schemas.alerts import ALERT_ID_LENGTH, Alert
 from ticklake.schemas.flink import kafka_table_ddl
 from ticklake.schemas.models import Candle, FeedHeartbeat
@@ -561,7 +562,7 @@ def inserts(o: CepSqlOptions) -> list[str]:
 def job_sql(o: CepSqlOptions, config: Mapping[str, str], catalog_ddl: str) -> JobSql:
     """Everything the CEP job runs, in order."""
     inputs = {p.input for p in o.patterns}
-    setup = [catalog_ddl, *source_ddls(o), alerts_sink_ddl(o)]
+    setup = [*function_ddl(), catalog_ddl, *source_ddls(o), alerts_sink_ddl(o)]
     if "candles" in inputs:
         setup.append(candles_view(o))
     if "heartbeats" in inputs:

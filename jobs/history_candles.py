@@ -24,7 +24,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ticklake.catalog.connection import flink_catalog_ddl
 from ticklake.home import state_home
 from ticklake.jobs.execution import wait_unless_detached
-from ticklake.jobs.ohlc_sql import ICEBERG_CANDLE_COLUMNS, micros_to_ltz_sql
+from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
+from ticklake.jobs.ohlc_sql import ICEBERG_CANDLE_COLUMNS
 from ticklake.schemas.flink import kafka_table_ddl
 from ticklake.schemas.models import Candle
 from ticklake.schemas.topics import HISTORY_CANDLES
@@ -103,7 +104,7 @@ FROM (
   FROM history_candles
 )
 WHERE row_num = 1"""
-    return [flink_catalog_ddl(conn), ddl], insert
+    return [flink_catalog_ddl(conn), ddl, *function_ddl()], insert
 
 
 def parser() -> argparse.ArgumentParser:

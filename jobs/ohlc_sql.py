@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
 from ticklake.schemas.flink import flink_columns, kafka_table_ddl
 from ticklake.schemas.models import Candle, Trade
 
@@ -111,14 +112,6 @@ def millis_interval_sql(ms: int) -> str:
     days, hours = divmod(hours, 24)
     return (
         f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
-    )
-
-
-def micros_to_ltz_sql(us: str) -> str:
-    """Epoch microseconds (BIGINT) as an exact ``TIMESTAMP_LTZ(6)`` (session zone UTC)."""
-    return (
-        f"CAST(CAST(FROM_UNIXTIME({us} / 1000000) || '.' || "
-        f"LPAD(CAST({us} % 1000000 AS STRING), 6, '0') AS TIMESTAMP(6)) AS TIMESTAMP_LTZ(6))"
     )
 
 
@@ -588,6 +581,7 @@ def inserts(o: SqlOptions) -> list[str]:
 def job_sql(o: SqlOptions, config: Mapping[str, str], catalog_ddl: str) -> JobSql:
     """Everything the job runs, in order."""
     setup = [
+        *function_ddl(),
         catalog_ddl,
         source_ddl(o),
         *sink_ddls(o),

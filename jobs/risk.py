@@ -39,7 +39,7 @@ from ticklake.catalog.connection import flink_catalog_ddl
 from ticklake.home import state_home
 from ticklake.jobs.dedup_ohlc import Duration, _ms
 from ticklake.jobs.execution import wait_unless_detached
-from ticklake.jobs.ohlc_sql import micros_to_ltz_sql
+from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
 from ticklake.jobs.risk_function import (
     ACCOUNT_INPUTS,
     DEAD_LETTER_OUTPUT,
@@ -355,7 +355,7 @@ def build(
     for key, value in settings.flink_config().items():
         t_env.get_config().set(key, value)
     bootstrap = conn.kafka.bootstrap_servers
-    for ddl in [*source_ddls(settings, bootstrap), *sinks(settings, bootstrap)]:
+    for ddl in [*function_ddl(), *source_ddls(settings, bootstrap), *sinks(settings, bootstrap)]:
         t_env.execute_sql(ddl)
     if settings.namespace:
         t_env.execute_sql(flink_catalog_ddl(conn))

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from ticklake.catalog.connection import flink_catalog_ddl
 from ticklake.errors import JobError
 from ticklake.jobs.execution import wait_unless_detached
+from ticklake.jobs.functions import function_ddl
 from ticklake.settings import Connections
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ def build(
     if streaming and checkpoint_interval:
         # Iceberg commits and exactly-once Kafka sinks only complete on checkpoints.
         config.set("execution.checkpointing.interval", checkpoint_interval)
+    for ddl in function_ddl():  # ticklake's functions, callable like built-ins
+        t_env.execute_sql(ddl)
     if register_catalog:
         t_env.execute_sql(flink_catalog_ddl(conn))
     values = placeholders(conn, variables)

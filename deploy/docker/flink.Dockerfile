@@ -37,6 +37,21 @@ RUN --mount=type=cache,target=/root/.m2 \
       fi; \
     done
 
+# ---------------------------------------------------------------------------------------------
+# Stage 1b: ticklake's Flink SQL functions (jobs/java/), compiled against this image's own Flink
+# jars, as `ticklake setup` compiles them against the PyFlink wheel's (stack/components/flink.py).
+# ---------------------------------------------------------------------------------------------
+FROM ${FLINK_IMAGE} AS flink-dist
+FROM maven:3.9-eclipse-temurin-17 AS functions
+COPY --from=flink-dist /opt/flink/lib/ /flink-lib/
+COPY jobs/java/src/ /build/src/
+RUN set -eu; \
+    find /build/src -name '*.java' > /build/sources.txt; \
+    javac --release 11 -proc:none -Xlint:all -Werror -d /build/classes -cp '/flink-lib/*' \
+        @/build/sources.txt; \
+    mkdir -p /jars; \
+    jar --create --file /jars/ticklake-functions.jar -C /build/classes .
+
 FROM ${UV_IMAGE} AS uv
 
 # ---------------------------------------------------------------------------------------------
@@ -65,6 +80,7 @@ RUN set -eux; \
 # filesystem as a plugin (never in lib/).
 COPY --from=jars --chown=flink:flink /jars/flink-connectors/ /opt/flink/lib/
 COPY --from=jars --chown=flink:flink /jars/flink-s3-plugin/ /opt/flink/plugins/s3-fs-hadoop/
+COPY --from=functions --chown=flink:flink /jars/ticklake-functions.jar /opt/flink/lib/
 
 # Python 3.11 and the locked Flink environment: dependencies first (cached while uv.lock is
 # unchanged), then ticklake itself, non-editable.

@@ -10,15 +10,19 @@ The S3 filesystem plugin lives in ``plugins/s3-fs-hadoop/`` of the cluster's plu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ticklake.errors import ToolMissingError
+import ticklake.jobs
+from ticklake.errors import DownloadError, ToolMissingError
 from ticklake.stack.components.base import Component, Health
 from ticklake.stack.context import StackContext
 from ticklake.stack.downloads import maven_jar_set, require_tool
@@ -49,10 +53,59 @@ def connector_jars(ctx: StackContext) -> Path:
     return maven_jar_set("flink-connectors", ctx.cache, progress=ctx.progress)
 
 
+#: Java sources of ticklake's Flink SQL functions (``ticklake.jobs.functions`` names them).
+FUNCTIONS_SRC = Path(ticklake.jobs.__file__).resolve().parent / "java" / "src"
+
+
+def functions_jar(ctx: StackContext) -> Path:
+    """ticklake's Flink SQL functions, compiled against the wheel's Flink jars, once.
+
+    Cached under ``cache/jars/ticklake-functions-{hash}``; the hash covers the sources and
+    the Flink jars compiled against, so a change of either builds a new jar.
+    """
+    lib = pyflink_home(ctx) / "lib"
+    sources = sorted(FUNCTIONS_SRC.rglob("*.java"))
+    digest = hashlib.sha256()
+    for src in sources:
+        digest.update(src.relative_to(FUNCTIONS_SRC).as_posix().encode())
+        digest.update(src.read_bytes())
+    for jar in sorted(lib.glob("*.jar")):
+        digest.update(jar.name.encode())
+    target = ctx.cache.resolve() / "jars" / f"ticklake-functions-{digest.hexdigest()[:12]}"
+    jar_path = target / "ticklake-functions.jar"
+    if jar_path.is_file():
+        return jar_path
+    jdk_hint = "apt-get install -y openjdk-17-jdk-headless"
+    javac = require_tool("javac", "the JDK's compiler, builds ticklake's Flink functions", jdk_hint)
+    jar_tool = require_tool("jar", "the JDK's jar tool", jdk_hint)
+    ctx.progress("compiling ticklake's Flink SQL functions (jobs/java)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".ticklake-functions-", dir=target.parent) as tmp:
+        classes = Path(tmp) / "classes"
+        built = Path(tmp) / "ticklake-functions.jar"
+        steps = [
+            [javac, "--release", "11", "-proc:none", "-Xlint:all", "-Werror", "-d", str(classes),
+             "-cp", str(lib / "*"), *map(str, sources)],
+            [jar_tool, "--create", "--file", str(built), "-C", str(classes), "."],
+        ]  # fmt: skip
+        for cmd in steps:
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode:
+                raise DownloadError(
+                    f"could not build ticklake's Flink functions ({Path(cmd[0]).name} failed)",
+                    detail=(proc.stdout + proc.stderr)[-4000:],
+                    hint=f"check the sources under {FUNCTIONS_SRC} and the JDK (javac 11+)",
+                )
+        target.mkdir(exist_ok=True)
+        os.replace(built, jar_path)
+    return jar_path
+
+
 def job_environment(ctx: StackContext) -> dict[str, str]:
-    """Environment for a PyFlink process: connector jars on the gateway JVM classpath."""
-    jars = connector_jars(ctx)
-    classpath = ":".join(str(p) for p in sorted(jars.glob("*.jar")))
+    """Environment for a PyFlink process: connector jars and ticklake's functions jar on the
+    gateway JVM classpath (and, through the start scripts, the cluster's)."""
+    jars = [*sorted(connector_jars(ctx).glob("*.jar")), functions_jar(ctx)]
+    classpath = ":".join(str(p) for p in jars)
     java_home = os.environ.get("JAVA_HOME")
     env = {"HADOOP_CLASSPATH": classpath, "PYFLINK_GATEWAY_DISABLED": "false"}
     if not java_home:
@@ -79,6 +132,7 @@ class FlinkEmbeddedComponent(Component):
         require_tool("java", "Java 17, runs Flink", "apt-get install -y openjdk-17-jre-headless")
         pyflink_home(self.ctx)
         connector_jars(self.ctx)
+        functions_jar(self.ctx)
 
     def start(self) -> None:
         """Nothing to start: each job brings its own MiniCluster."""

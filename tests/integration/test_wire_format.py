@@ -194,9 +194,7 @@ INSERT INTO trades_csv
 SELECT exchange, symbol, exchange_ts_us, receipt_ts_us, ingestor_id, trade_id, side,
        price, amount, request_id, kafka_partition,
        CAST(event_time AS STRING),
-       CAST(CAST(FROM_UNIXTIME(exchange_ts_us / 1000000) || '.'
-                 || LPAD(CAST(exchange_ts_us % 1000000 AS STRING), 6, '0') AS TIMESTAMP(6))
-            AS STRING),
+       CAST(TICKLAKE_MICROS_TO_LTZ(exchange_ts_us) AS STRING),  -- ticklake's Java function
        price * amount  -- DECIMAL(18, 8) x DECIMAL(18, 8) = DECIMAL(36, 16), exact
 FROM raw_trades;
 """

@@ -1,0 +1,59 @@
+"""ticklake's Java Flink SQL functions (jobs/java/) on the MiniCluster, against Python.
+
+The jar is built by the stack's set-up and reaches the job through the same classpath as
+the connectors; ``ticklake.jobs.sql_script`` registers the functions like every job does.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ticklake.jobs.functions import FUNCTIONS
+from ticklake.jobs.runner import run_local_job
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: Epoch microseconds around the edges: 0, before 1970 (floor division), whole seconds,
+#: the last microsecond of a second and of a millisecond, far past and far future.
+MICROS = [
+    0, 1, -1, 999, 1_000, -999, -1_000, -1_001, 999_999, 1_000_000, -1_000_000, -1_000_001,
+    1_700_000_000_123_456, 1_700_000_000_999_999, 1_700_000_001_000_000, 946_684_800_000_000,
+    4_102_444_799_999_999, -2_208_988_800_000_001,
+]  # fmt: skip
+
+
+def _utc(us: int) -> str:
+    return (EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def test_micros_to_ltz_is_exact_to_the_microsecond(tmp_path: Path) -> None:
+    assert "TICKLAKE_MICROS_TO_LTZ" in FUNCTIONS
+    values = ", ".join(f"({us}, CAST({us} AS BIGINT))" for us in MICROS)
+    out = tmp_path / "out"
+    script = tmp_path / "functions.sql"
+    script.write_text(
+        f"""
+SET 'table.local-time-zone' = 'UTC';
+CREATE TEMPORARY TABLE out_csv (us BIGINT, ts STRING, is_null BOOLEAN) WITH (
+  'connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv'
+);
+INSERT INTO out_csv
+SELECT id, CAST(TICKLAKE_MICROS_TO_LTZ(us) AS STRING), TICKLAKE_MICROS_TO_LTZ(us) IS NULL
+FROM (VALUES {values}, (-7, CAST(NULL AS BIGINT))) AS v(id, us);
+"""
+    )
+    run_local_job(
+        "ticklake.jobs.sql_script",
+        ["--file", str(script), "--mode", "batch", "--parallelism", "1", "--no-catalog"],
+        timeout_s=300,
+    )
+    rows: dict[int, tuple[str, str]] = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            with path.open(newline="", encoding="utf-8") as fh:
+                for us, ts, is_null in csv.reader(fh):
+                    rows[int(us)] = (ts, is_null)
+    want = {us: (_utc(us), "false") for us in MICROS} | {-7: ("", "true")}
+    assert rows == want
