@@ -133,11 +133,11 @@ def _producer(bootstrap: str, topic: str, phases: list[tuple[int, float]], out: 
     """Produce ``rate`` trades/s for ``seconds`` per phase, 100/s between and after."""
     from confluent_kafka import Producer
 
-    from ticklake.schemas.topics import PRODUCER_CONFIG
+    from ticklake.ingestors.kafka_sink import INGEST_PRODUCER_CONFIG
 
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": "1", **PRODUCER_CONFIG}
-    )
+    # An ingestor's producer settings (5 ms batches): the broker's and the job's load from
+    # the many small requests of a lower linger is part of what this measures.
+    producer = Producer({"bootstrap.servers": bootstrap, **INGEST_PRODUCER_CONFIG})
     prefixes = [(f"{e}:{s}".encode(), _string(e) + _string(s)) for e, s in MARKETS]
     tail = _string("bench:freshness")
     # side, price 1000, amount 1 (DECIMAL(18, 8): unscaled big-endian), request_id null
@@ -182,28 +182,42 @@ def _producer(bootstrap: str, topic: str, phases: list[tuple[int, float]], out: 
     out.write_text(json.dumps(results))
 
 
-def _observer(kind: str, bootstrap: str, topic: str, out: Path) -> None:
-    """Record (receipt or window end µs, latency µs) pairs until SIGTERM; print 'ready'."""
+def _relay_observer(stop: list[bool], out: Path) -> None:
+    """An SDK subscriber to one market's ticks, through the bridge and the relay."""
+    samples: list[tuple[int, int]] = []
+    from ticklake.relay import RelayClient
+
+    with RelayClient().subscribe([SUBSCRIBED], ticks=True) as sub:
+        print("ready", flush=True)
+        while not stop[0]:
+            message = sub.recv(0.2)
+            if message is not None and not message.replay:
+                now = _now_us()
+                receipt = message.model.receipt_ts_us  # type: ignore[attr-defined]
+                samples.append((receipt, now - receipt))
+    out.write_text(json.dumps({"relay": {"samples": samples, "gaps": sub.stats.gaps}}))
+
+
+def _observer(kind: str, bootstrap: str, topics: str, out: Path) -> None:
+    """Record (receipt or window end µs, latency µs) pairs until SIGTERM; print 'ready'.
+
+    ``kind`` ``relay``: an SDK subscriber. ``kafka``: one consumer of the topics in
+    ``topics`` (``raw=T1,trades=T2,candles=T3``; one fetch stream for all, as the broker's
+    load from the bench's own observers is part of what this measures), ``final``: a
+    read_committed consumer of ``final=T``. Writes ``{kind: {"samples": ..., ...}}``.
+    """
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
-    samples: list[tuple[int, int]] = []
-    oldest: list[tuple[int, int]] = []  # (b'): per forming update, its oldest trade's bound
-    newest_by_candle: dict[bytes, int] = {}
     if kind == "relay":
-        from ticklake.relay import RelayClient
-
-        with RelayClient().subscribe([SUBSCRIBED], ticks=True) as sub:
-            print("ready", flush=True)
-            while not stop[0]:
-                message = sub.recv(0.2)
-                if message is not None and not message.replay:
-                    now = _now_us()
-                    receipt = message.model.receipt_ts_us  # type: ignore[attr-defined]
-                    samples.append((receipt, now - receipt))
-        out.write_text(json.dumps({"samples": samples, "gaps": sub.stats.gaps}))
+        _relay_observer(stop, out)
         return
     from confluent_kafka import Consumer, TopicPartition
 
+    kind_of = {t: k for k, t in (pair.split("=", 1) for pair in topics.split(","))}
+    found: dict[str, dict[str, list[tuple[int, int]]]] = {
+        k: {"samples": [], "oldest": []} for k in kind_of.values()
+    }
+    newest_by_candle: dict[bytes, int] = {}
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -213,8 +227,10 @@ def _observer(kind: str, bootstrap: str, topic: str, out: Path) -> None:
             "isolation.level": "read_committed" if kind == "final" else "read_uncommitted",
         }
     )
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    tps = [TopicPartition(topic, p) for p in parts]
+    tps = []
+    for topic in kind_of:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        tps += [TopicPartition(topic, p) for p in parts]
     for tp in tps:
         tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[1]
     consumer.assign(tps)
@@ -225,24 +241,26 @@ def _observer(kind: str, bootstrap: str, topic: str, out: Path) -> None:
             if msg.error() is not None or value is None:
                 continue
             now = _now_us()
-            if kind in ("trades", "raw"):
+            what = kind_of[msg.topic() or ""]
+            samples = found[what]["samples"]
+            if what in ("trades", "raw"):
                 receipt = trade_receipt(value)
                 samples.append((receipt, now - receipt))
                 continue
             receipt, timeframe, window_end, final = candle_fields(value)
             if timeframe != "1m":
                 continue
-            if kind == "candles" and not final:
+            if what == "candles" and not final:
                 samples.append((receipt, now - receipt))
                 key = msg.key() or b""
                 after = newest_by_candle.get(key)
                 newest_by_candle[key] = receipt
                 if after is not None:  # a candle's first update seen here has no bound
-                    oldest.append((receipt, now - (after + 1)))
-            elif kind == "final" and final:
+                    found[what]["oldest"].append((receipt, now - (after + 1)))
+            elif what == "final" and final:
                 samples.append((window_end, now - window_end))
     consumer.close()
-    out.write_text(json.dumps({"samples": samples, "gaps": 0, "oldest": oldest}))
+    out.write_text(json.dumps(found))
 
 
 # -- the benchmark -----------------------------------------------------------------------
@@ -432,9 +450,9 @@ def run(  # noqa: PLR0912, PLR0915
             time.sleep(6)  # past the idle timeout: empty partitions no longer hold watermarks
             for i in range(runs):
                 observers = {}
-                for kind, topic in [("raw", names["raw"]), ("trades", names["lt"]),
-                                    ("candles", names["lc"]),
-                                    ("final", names["candles"]), ("relay", "")]:  # fmt: skip
+                live = f"raw={names['raw']},trades={names['lt']},candles={names['lc']}"
+                for kind, topic in [("kafka", live), ("final", f"final={names['candles']}"),
+                                    ("relay", "")]:  # fmt: skip
                     out = work / f"{kind}-{i}.json"
                     p = _spawn([py, "-m", "ticklake.bench.freshness", "_observe", kind,
                                 bootstrap, topic, str(out)], env, work / f"{kind}.log")  # fmt: skip
@@ -458,9 +476,9 @@ def run(  # noqa: PLR0912, PLR0915
                     f"outputs quiet after {caught_up:.0f}s (load {os.getloadavg()[0]:.1f})"
                 )
                 data = {}
-                for kind, (p, out) in observers.items():
+                for p, out in observers.values():
                     _stop(p)
-                    data[kind] = json.loads(out.read_text())
+                    data.update(json.loads(out.read_text()))
                 gaps += data["relay"]["gaps"]
                 phases = json.loads(phases_out.read_text())
                 for ph in phases:
@@ -536,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     prod.add_argument("phases", help="rate:seconds,...")
     prod.add_argument("out", type=Path)
     obs = sub.add_parser("_observe")
-    obs.add_argument("kind", choices=["raw", "trades", "candles", "final", "relay"])
+    obs.add_argument("kind", choices=["kafka", "final", "relay"])
     obs.add_argument("bootstrap")
     obs.add_argument("topic")
     obs.add_argument("out", type=Path)

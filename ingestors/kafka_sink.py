@@ -46,6 +46,18 @@ from ticklake.schemas.serde import encode, schema_header
 log = logging.getLogger(__name__)
 
 
+#: The ingestors' producer settings (idempotent, every replica, 5 ms batches, lz4); the
+#: benchmarks that stand in for an ingestor use the same.
+INGEST_PRODUCER_CONFIG: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "compression.type": "lz4",
+    "delivery.timeout.ms": 120_000,
+    **PRODUCER_CONFIG,
+}
+
+
 class SinkError(TickLakeError):
     """Kafka did not accept records (delivery errors, queue full, unflushed on close)."""
 
@@ -115,12 +127,7 @@ class KafkaSink:
         config: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
             "client.id": client_id,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "delivery.timeout.ms": 120_000,
-            **PRODUCER_CONFIG,
+            **INGEST_PRODUCER_CONFIG,
             **(extra_config or {}),
         }
         self._producer = Producer(config)
