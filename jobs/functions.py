@@ -13,6 +13,8 @@ from __future__ import annotations
 FUNCTIONS: dict[str, str] = {
     # Epoch microseconds (BIGINT) -> exact TIMESTAMP_LTZ(6).
     "TICKLAKE_MICROS_TO_LTZ": "io.ticklake.flink.functions.MicrosToTimestampLtz",
+    # (exchange_ts_us, trade_id, price) -> the sortable open/close key of a trade.
+    "TICKLAKE_OHLC_KEY": "io.ticklake.flink.functions.OhlcOrderKey",
 }
 
 

@@ -84,14 +84,13 @@ def _cols(names: Sequence[str]) -> str:
 def order_key_sql(ts_us: str = "`exchange_ts_us`", trade_id: str = "`trade_id`") -> str:
     """The sortable open/close key of a trade: time, then trade id, then the price.
 
-    ``LPAD(CAST(ts AS STRING), 20, '0') || LPAD(trade_id, 32, '0') || CAST(price AS STRING)``:
-    fixed widths make string order equal (time, trade id) order, and the price rides along
-    to be parsed back from position 53. ``MIN`` of it is the open, ``MAX`` the close.
+    ``TICKLAKE_OHLC_KEY(ts, trade_id, price)`` (Java, ``jobs/java/``) returns exactly
+    ``CONCAT(LPAD(CAST(ts AS STRING), 20, '0'), LPAD(trade_id, 32, '0'), CAST(price AS STRING))``
+    (an integration test compares the two) without the intermediate strings: fixed widths
+    make string order equal (time, trade id) order, and the price rides along to be parsed
+    back from position 53. ``MIN`` of it is the open, ``MAX`` the close.
     """
-    return (
-        f"CONCAT(LPAD(CAST({ts_us} AS STRING), {TS_WIDTH}, '0'), "
-        f"LPAD({trade_id}, {ID_WIDTH}, '0'), CAST(`price` AS STRING))"
-    )
+    return f"TICKLAKE_OHLC_KEY({ts_us}, {trade_id}, `price`)"
 
 
 def key_price_sql(key: str) -> str:

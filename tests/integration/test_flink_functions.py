@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from ticklake.jobs.functions import FUNCTIONS
@@ -57,3 +58,64 @@ FROM (VALUES {values}, (-7, CAST(NULL AS BIGINT))) AS v(id, us);
                     rows[int(us)] = (ts, is_null)
     want = {us: (_utc(us), "false") for us in MICROS} | {-7: ("", "true")}
     assert rows == want
+
+
+#: (exchange_ts_us, trade_id, price): short, exact-width and over-long ids and times,
+#: non-ASCII ids (LPAD counts characters), zero, negative, tiny and the largest prices.
+KEY_CASES = [
+    (1_700_000_000_123_456, "1", "1000.00000000"),
+    (1_700_000_000_123_456, "", "0.00000001"),
+    (0, "a" * 32, "0"),
+    (1, "b" * 40, "-12.5"),
+    (-5, "x-1", "-0.00000001"),
+    (99_999_999_999_999_999, "id with spaces", "9999999999.99999999"),
+    (1_700_000_000_000_000, "été-7", "42.10000000"),
+    (1_700_000_000_000_000, "é" * 33, "-9999999999.99999999"),
+    (123, "0" * 31 + "9", "100"),
+]
+
+
+def test_ohlc_key_equals_the_sql_it_replaces(tmp_path: Path) -> None:
+    """TICKLAKE_OHLC_KEY against CONCAT/LPAD/CAST, both evaluated by Flink on the same rows."""
+    assert "TICKLAKE_OHLC_KEY" in FUNCTIONS
+
+    def lit(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    values = ", ".join(
+        f"({i}, CAST({ts} AS BIGINT), {lit(tid)}, CAST({price} AS DECIMAL(18, 8)))"
+        for i, (ts, tid, price) in enumerate(KEY_CASES)
+    )
+    out = tmp_path / "out"
+    script = tmp_path / "keys.sql"
+    script.write_text(
+        f"""
+CREATE TEMPORARY TABLE out_csv (i INT, java STRING, builtin STRING) WITH (
+  'connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv'
+);
+INSERT INTO out_csv
+SELECT i, TICKLAKE_OHLC_KEY(ts, tid, price),
+  CONCAT(LPAD(CAST(ts AS STRING), 20, '0'), LPAD(tid, 32, '0'), CAST(price AS STRING))
+FROM (VALUES {values}, (-1, CAST(NULL AS BIGINT), 'n', CAST(1 AS DECIMAL(18, 8))))
+  AS v(i, ts, tid, price);
+"""
+    )
+    run_local_job(
+        "ticklake.jobs.sql_script",
+        ["--file", str(script), "--mode", "batch", "--parallelism", "1", "--no-catalog"],
+        timeout_s=300,
+    )
+    rows: dict[int, tuple[str, str]] = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            with path.open(newline="", encoding="utf-8") as fh:
+                for i, java, builtin in csv.reader(fh):
+                    rows[int(i)] = (java, builtin)
+    assert set(rows) == {*range(len(KEY_CASES)), -1}
+    assert rows[-1] == ("", "")  # NULL in, NULL out (the CSV writes NULL as empty)
+    for i, (ts, tid, price) in enumerate(KEY_CASES):
+        java, builtin = rows[i]
+        assert java == builtin, (ts, tid, price)
+        # and the layout the jobs parse back: 20 + 32 characters, then the price
+        assert java[20:52] == (tid[:32] if len(tid) >= 32 else tid.rjust(32, "0"))
+        assert Decimal(java[52:]) == Decimal(price)

@@ -17,6 +17,7 @@ from ticklake.catalog.tables import (
 )
 from ticklake.jobs import ohlc_sql
 from ticklake.jobs.dedup_ohlc import DedupOhlcSettings, main, parse_duration, plan
+from ticklake.jobs.functions import FUNCTIONS
 from ticklake.schemas import Candle, Trade, WireModel
 from ticklake.schemas.flink import flink_columns
 from ticklake.settings import Connections
@@ -77,8 +78,9 @@ def test_timeframes_and_intervals() -> None:
 
 def test_order_key_layout_matches_the_documented_positions() -> None:
     key = ohlc_sql.order_key_sql()
-    assert "LPAD(CAST(`exchange_ts_us` AS STRING), 20, '0')" in key
-    assert "LPAD(`trade_id`, 32, '0')" in key
+    assert key == "TICKLAKE_OHLC_KEY(`exchange_ts_us`, `trade_id`, `price`)"
+    assert "TICKLAKE_OHLC_KEY" in FUNCTIONS
+    assert (ohlc_sql.TS_WIDTH, ohlc_sql.ID_WIDTH) == (20, 32)  # OhlcOrderKey.java's widths
     assert ohlc_sql.PRICE_POS == 53
     assert "SUBSTRING(k FROM 53)" in ohlc_sql.key_price_sql("k")
     assert "SUBSTRING(k FROM 1 FOR 20)" in ohlc_sql.key_ts_sql("k")
