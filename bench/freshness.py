@@ -12,6 +12,8 @@ each on its own core time, measure against the same clock:
 - (0) raw topic: a consumer of the job's input, ``now - receipt_ts_us`` (Kafka's own
   share of the latency);
 - (a) live trade: a consumer of the live trades topic, ``now - receipt_ts_us``;
+- (a0) the part of (a) inside the job: the live trade record's Kafka ``CreateTime`` (set
+  when the job's producer ``send()`` was called; milliseconds) ``- receipt_ts_us``;
 - (b) forming 1m candle: a consumer of the live candles topic, for every non-final 1m
   update ``now - receipt_ts_us`` (a forming candle's ``receipt_ts_us`` is the newest
   receipt of its trades: the trade that caused the update);
@@ -215,7 +217,7 @@ def _observer(kind: str, bootstrap: str, topics: str, out: Path) -> None:
 
     kind_of = {t: k for k, t in (pair.split("=", 1) for pair in topics.split(","))}
     found: dict[str, dict[str, list[tuple[int, int]]]] = {
-        k: {"samples": [], "oldest": []} for k in kind_of.values()
+        k: {"samples": [], "oldest": [], "created": []} for k in kind_of.values()
     }
     newest_by_candle: dict[bytes, int] = {}
     consumer = Consumer(
@@ -246,6 +248,8 @@ def _observer(kind: str, bootstrap: str, topics: str, out: Path) -> None:
             if what in ("trades", "raw"):
                 receipt = trade_receipt(value)
                 samples.append((receipt, now - receipt))
+                # the record's CreateTime (ms): when its producer's send() was called
+                found[what]["created"].append((receipt, msg.timestamp()[1] * 1000 - receipt))
                 continue
             receipt, timeframe, window_end, final = candle_fields(value)
             if timeframe != "1m":
@@ -490,6 +494,9 @@ def run(  # noqa: PLR0912, PLR0915
                             lt for r, lt in data[kind]["samples"] if ph["start"] <= r <= ph["end"]
                         ]
                         row[kind] = _pcts(lat)
+                    row["trades_sent"] = _pcts([
+                        lt for r, lt in data["trades"]["created"] if ph["start"] <= r <= ph["end"]
+                    ])  # fmt: skip
                     row["candles_oldest"] = _pcts([
                         lt for r, lt in data["candles"]["oldest"] if ph["start"] <= r <= ph["end"]
                     ])  # fmt: skip
@@ -530,7 +537,8 @@ def table(
         f"bound {BOUND}, checkpoints {checkpoint}; subscriber gaps {gaps}"
         + (f"; job flags {' '.join(job_args)}" if job_args else ""),
     )
-    for col in ("trades/s (achieved)", "run", "(0) raw topic", "(a) live trade",
+    for col in ("trades/s (achieved)", "run", "(0) raw topic",
+                "(a0) in the job: live trade sent (CreateTime, ms)", "(a) live trade",
                 "(b) forming 1m candle", "(b') same, oldest trade (bound)",
                 "(c) subscriber tick", "load"):  # fmt: skip
         t.add_column(col)
@@ -538,8 +546,8 @@ def table(
     for r in results:
         t.add_row(
             f"{r['rate']:,} ({r['achieved']:,.0f})", str(r["run"]), _fmt(r["raw"]),
-            _fmt(r["trades"]), _fmt(r["candles"]), _fmt(r["candles_oldest"]),
-            _fmt(r["relay"]), f"{r['load']:.1f}", _cores(r["cores"]),
+            _fmt(r["trades_sent"]), _fmt(r["trades"]), _fmt(r["candles"]),
+            _fmt(r["candles_oldest"]), _fmt(r["relay"]), f"{r['load']:.1f}", _cores(r["cores"]),
         )  # fmt: skip
     return t
 

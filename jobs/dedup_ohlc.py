@@ -141,6 +141,9 @@ class DedupOhlcSettings(BaseSettings):
     #: buffer between operators (Flink's default 100 ms). Lower: fresher live outputs and
     #: more, smaller buffers (a little throughput); 0 flushes after every record.
     buffer_timeout: Duration = timedelta(milliseconds=10)
+    #: The source consumer's ``fetch.max.wait.ms``: how long the broker may hold a fetch
+    #: that found no new data (Kafka's default 500 ms).
+    source_fetch_wait: Duration = timedelta(milliseconds=500)
     #: Create the live topics when missing (JVM Kafka admin client, best effort).
     create_live_topics: bool = True
 
@@ -172,6 +175,8 @@ class DedupOhlcSettings(BaseSettings):
             raise ValueError("need 0 < checkpoint_interval < transaction_timeout")
         if self.buffer_timeout < timedelta(0) or self.live_linger < timedelta(0):
             raise ValueError("buffer_timeout and live_linger must not be negative")
+        if self.source_fetch_wait < timedelta(0):
+            raise ValueError("source_fetch_wait must not be negative")
         if not timedelta(0) <= self.live_conflation <= timedelta(minutes=1):
             raise ValueError("live_conflation must be between 0 (per trade) and 1 minute")
         if self.transaction_timeout >= timedelta(hours=2):
@@ -211,6 +216,7 @@ class DedupOhlcSettings(BaseSettings):
             "properties.group.id": self.group_id,
             "scan.startup.mode": self.startup_mode,
             "scan.watermark.emit.strategy": self.watermark_emit,
+            "properties.fetch.max.wait.ms": str(_ms(self.source_fetch_wait)),
         }
         if self.startup_mode == "group-offsets":
             source["properties.auto.offset.reset"] = "earliest"
@@ -350,6 +356,7 @@ def parser() -> argparse.ArgumentParser:
         help="hash (default): Iceberg writers in their own task; none: chained")  # fmt: skip
     add("--live-linger", help="producer linger.ms of the live sinks, e.g. 5ms (default)")
     add("--buffer-timeout", help="network buffer timeout, e.g. 10ms (default); 0ms: per record")
+    add("--source-fetch-wait", help="the source consumer's fetch.max.wait.ms, e.g. 500ms (default)")
     add("--print-sql", action="store_true", help="print the job's SQL and exit")
     return p
 
