@@ -142,8 +142,10 @@ class DedupOhlcSettings(BaseSettings):
     #: more, smaller buffers (a little throughput); 0 flushes after every record.
     buffer_timeout: Duration = timedelta(milliseconds=10)
     #: The source consumer's ``fetch.max.wait.ms``: how long the broker may hold a fetch
-    #: that found no new data (Kafka's default 500 ms).
-    source_fetch_wait: Duration = timedelta(milliseconds=500)
+    #: that found no new data. Kafka's default, 500 ms, added about 400 ms (p50) between a
+    #: trade's arrival and its live output at 10,000 trades/s; 10 ms: about 100-200 ms
+    #: (bench/README.md, freshness, session 5), for up to 100 empty fetches/s when idle.
+    source_fetch_wait: Duration = timedelta(milliseconds=10)
     #: Create the live topics when missing (JVM Kafka admin client, best effort).
     create_live_topics: bool = True
 
@@ -356,7 +358,7 @@ def parser() -> argparse.ArgumentParser:
         help="hash (default): Iceberg writers in their own task; none: chained")  # fmt: skip
     add("--live-linger", help="producer linger.ms of the live sinks, e.g. 5ms (default)")
     add("--buffer-timeout", help="network buffer timeout, e.g. 10ms (default); 0ms: per record")
-    add("--source-fetch-wait", help="the source consumer's fetch.max.wait.ms, e.g. 500ms (default)")
+    add("--source-fetch-wait", help="the source consumer's fetch.max.wait.ms, e.g. 10ms (default)")
     add("--print-sql", action="store_true", help="print the job's SQL and exit")
     return p
 

@@ -132,6 +132,9 @@ class RiskSettings(BaseSettings):
     bundle_time: Duration = timedelta(milliseconds=5)
     #: Network buffer flush interval (Flink's default 100 ms).
     buffer_timeout: Duration = timedelta(milliseconds=5)
+    #: The sources' ``fetch.max.wait.ms`` (Kafka's default 500 ms held records back by
+    #: hundreds of ms in the dedup + OHLC job; see its ``source_fetch_wait``).
+    source_fetch_wait: Duration = timedelta(milliseconds=10)
 
     @model_validator(mode="after")
     def _bounds(self) -> RiskSettings:
@@ -182,6 +185,7 @@ def _source_options(s: RiskSettings) -> dict[str, str]:
         "properties.group.id": s.group_id,
         "scan.startup.mode": s.startup_mode,
         "properties.isolation.level": "read_committed",
+        "properties.fetch.max.wait.ms": str(_ms(s.source_fetch_wait)),
     }
     if s.startup_mode == "group-offsets":
         options["properties.auto.offset.reset"] = "earliest"
@@ -465,6 +469,7 @@ def parser() -> argparse.ArgumentParser:
     add("--bundle-size", type=int, help="records per Python bundle (default 1000)")
     add("--bundle-time", help="time per Python bundle (default 5ms)")
     add("--buffer-timeout", help="network buffer flush interval (default 5ms)")
+    add("--source-fetch-wait", help="the sources' fetch.max.wait.ms (default 10ms)")
     return p
 
 
