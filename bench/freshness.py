@@ -186,8 +186,9 @@ def _producer(bootstrap: str, topic: str, phases: list[tuple[int, float]], out: 
 
 def _relay_observer(stop: list[bool], out: Path) -> None:
     """An SDK subscriber to one market's ticks, through the bridge and the relay."""
-    samples: list[tuple[int, int]] = []
     from ticklake.relay import RelayClient
+
+    samples: list[tuple[int, int]] = []
 
     with RelayClient().subscribe([SUBSCRIBED], ticks=True) as sub:
         print("ready", flush=True)

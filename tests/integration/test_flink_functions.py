@@ -6,11 +6,11 @@ the connectors; ``ticklake.jobs.sql_script`` registers the functions like every 
 
 from __future__ import annotations
 
-import csv
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from tests.integration.test_wire_format import read_csv
 from ticklake.jobs.functions import FUNCTIONS
 from ticklake.jobs.runner import run_local_job
 
@@ -29,20 +29,18 @@ def _utc(us: int) -> str:
     return (EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def test_micros_to_ltz_is_exact_to_the_microsecond(tmp_path: Path) -> None:
-    assert "TICKLAKE_MICROS_TO_LTZ" in FUNCTIONS
-    values = ", ".join(f"({us}, CAST({us} AS BIGINT))" for us in MICROS)
+def _run_batch(tmp_path: Path, columns: str, select: str) -> list[list[str]]:
+    """Run ``INSERT INTO out_csv <select>`` in batch on the MiniCluster; the CSV rows."""
     out = tmp_path / "out"
     script = tmp_path / "functions.sql"
     script.write_text(
         f"""
 SET 'table.local-time-zone' = 'UTC';
-CREATE TEMPORARY TABLE out_csv (us BIGINT, ts STRING, is_null BOOLEAN) WITH (
+CREATE TEMPORARY TABLE out_csv ({columns}) WITH (
   'connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv'
 );
 INSERT INTO out_csv
-SELECT id, CAST(TICKLAKE_MICROS_TO_LTZ(us) AS STRING), TICKLAKE_MICROS_TO_LTZ(us) IS NULL
-FROM (VALUES {values}, (-7, CAST(NULL AS BIGINT))) AS v(id, us);
+{select};
 """
     )
     run_local_job(
@@ -50,12 +48,20 @@ FROM (VALUES {values}, (-7, CAST(NULL AS BIGINT))) AS v(id, us);
         ["--file", str(script), "--mode", "batch", "--parallelism", "1", "--no-catalog"],
         timeout_s=300,
     )
-    rows: dict[int, tuple[str, str]] = {}
-    for path in sorted(out.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            with path.open(newline="", encoding="utf-8") as fh:
-                for us, ts, is_null in csv.reader(fh):
-                    rows[int(us)] = (ts, is_null)
+    return read_csv(out)
+
+
+def test_micros_to_ltz_is_exact_to_the_microsecond(tmp_path: Path) -> None:
+    assert "TICKLAKE_MICROS_TO_LTZ" in FUNCTIONS
+    values = ", ".join(f"({us}, CAST({us} AS BIGINT))" for us in MICROS)
+    got = _run_batch(
+        tmp_path,
+        "us BIGINT, ts STRING, is_null BOOLEAN",
+        "SELECT id, CAST(TICKLAKE_MICROS_TO_LTZ(us) AS STRING),\n"
+        "  TICKLAKE_MICROS_TO_LTZ(us) IS NULL\n"
+        f"FROM (VALUES {values}, (-7, CAST(NULL AS BIGINT))) AS v(id, us)",
+    )
+    rows = {int(us): (ts, is_null) for us, ts, is_null in got}
     want = {us: (_utc(us), "false") for us in MICROS} | {-7: ("", "true")}
     assert rows == want
 
@@ -86,31 +92,15 @@ def test_ohlc_key_equals_the_sql_it_replaces(tmp_path: Path) -> None:
         f"({i}, CAST({ts} AS BIGINT), {lit(tid)}, CAST({price} AS DECIMAL(18, 8)))"
         for i, (ts, tid, price) in enumerate(KEY_CASES)
     )
-    out = tmp_path / "out"
-    script = tmp_path / "keys.sql"
-    script.write_text(
-        f"""
-CREATE TEMPORARY TABLE out_csv (i INT, java STRING, builtin STRING) WITH (
-  'connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv'
-);
-INSERT INTO out_csv
-SELECT i, TICKLAKE_OHLC_KEY(ts, tid, price),
+    got = _run_batch(
+        tmp_path,
+        "i INT, java STRING, builtin STRING",
+        f"""SELECT i, TICKLAKE_OHLC_KEY(ts, tid, price),
   CONCAT(LPAD(CAST(ts AS STRING), 20, '0'), LPAD(tid, 32, '0'), CAST(price AS STRING))
 FROM (VALUES {values}, (-1, CAST(NULL AS BIGINT), 'n', CAST(1 AS DECIMAL(18, 8))))
-  AS v(i, ts, tid, price);
-"""
+  AS v(i, ts, tid, price)""",
     )
-    run_local_job(
-        "ticklake.jobs.sql_script",
-        ["--file", str(script), "--mode", "batch", "--parallelism", "1", "--no-catalog"],
-        timeout_s=300,
-    )
-    rows: dict[int, tuple[str, str]] = {}
-    for path in sorted(out.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            with path.open(newline="", encoding="utf-8") as fh:
-                for i, java, builtin in csv.reader(fh):
-                    rows[int(i)] = (java, builtin)
+    rows = {int(i): (java, builtin) for i, java, builtin in got}
     assert set(rows) == {*range(len(KEY_CASES)), -1}
     assert rows[-1] == ("", "")  # NULL in, NULL out (the CSV writes NULL as empty)
     for i, (ts, tid, price) in enumerate(KEY_CASES):
