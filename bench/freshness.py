@@ -53,6 +53,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ticklake.schemas.kafka_poll import consume_ready
+
 MARKETS = [(f"BENCH{i}", f"S{i}/USDT") for i in range(10)]
 SUBSCRIBED = f"{MARKETS[0][0]}:{MARKETS[0][1]}"
 BOUND = "5s"
@@ -239,7 +241,7 @@ def _observer(kind: str, bootstrap: str, topics: str, out: Path) -> None:
     consumer.assign(tps)
     print("ready", flush=True)
     while not stop[0]:
-        for msg in consumer.consume(1000, 0.1):
+        for msg in consume_ready(consumer, 1000, 0.1):
             value = msg.value()
             if msg.error() is not None or value is None:
                 continue

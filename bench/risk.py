@@ -45,6 +45,8 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
+from ticklake.schemas.kafka_poll import consume_ready
+
 MARKETS = [f"B{i}/USDT" for i in range(10)]
 ACCOUNTS = [f"bench-{i}" for i in range(100)]
 S = 1_000_000
@@ -192,7 +194,7 @@ def observer_process(  # noqa: PLR0917
     halts: list[tuple[str, int, int]] = []
     ready.set()
     while not stop.is_set():
-        for msg in consumer.consume(500, timeout=0.05):
+        for msg in consume_ready(consumer, 500, 0.05):
             now = _now_us()
             if msg.error() is not None:
                 continue

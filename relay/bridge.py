@@ -45,6 +45,7 @@ from ticklake.errors import TickLakeError
 from ticklake.relay import topics
 from ticklake.relay.publisher import RelayPublisher
 from ticklake.relay.settings import RelaySettings
+from ticklake.schemas.kafka_poll import consume_ready
 from ticklake.schemas.models import DeadLetter
 from ticklake.schemas.serde import encode, schema_header
 from ticklake.schemas.topics import DEAD_LETTERS, LIVE_CANDLES, LIVE_TRADES, PRODUCER_CONFIG
@@ -134,7 +135,8 @@ class BridgeSettings(BaseSettings):
     group_id: str = "ticklake-relay-bridge"
     dead_letter_topic: str = DEAD_LETTERS.name
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no /metrics server")
-    #: Records taken from the client queue per loop turn, and the longest wait for one.
+    #: Records taken per loop turn (those already fetched), and the longest wait for the
+    #: first (``consume_ready``: the turn never waits for a full batch).
     batch: int = Field(default=1_000, ge=1)
     poll_timeout_s: float = Field(default=0.1, gt=0)
     #: librdkafka statistics (consumer lag) interval.
@@ -284,11 +286,11 @@ class KafkaRelayBridge:
         if self._consumer is None:
             raise BridgeError("bridge not started", hint="call start() before run()")
         assert self._publisher is not None
-        consume, publish_many = self._consumer.consume, self._publisher.publish_many
+        consumer, publish_many = self._consumer, self._publisher.publish_many
         batch, timeout = self.settings.batch, self.settings.poll_timeout_s
         while not self._stop.is_set():
             out: list[tuple[str, bytes]] = []
-            for msg in consume(batch, timeout):
+            for msg in consume_ready(consumer, batch, timeout):
                 self._route(msg, out)
             if out:  # the whole batch under one publisher lock, in Kafka order
                 publish_many(out)

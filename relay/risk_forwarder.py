@@ -41,6 +41,7 @@ from ticklake.errors import ConfigError, TickLakeError
 from ticklake.home import state_home
 from ticklake.relay.events import EventSender
 from ticklake.relay.sockets import Context
+from ticklake.schemas.kafka_poll import consume_ready
 from ticklake.schemas.risk import AccountEvent
 from ticklake.schemas.serde import DecodeError, decode
 from ticklake.schemas.topics import RISK_EVENTS_LIVE
@@ -272,7 +273,7 @@ class RiskEventForwarder:
                  self.topic, self.default_endpoint, len(self.endpoints))  # fmt: skip
         try:
             while not stop.is_set():
-                messages: list[Any] = consumer.consume(500, timeout=poll_s)
+                messages: list[Any] = consume_ready(consumer, 500, poll_s)
                 if not messages:
                     continue
                 for msg in messages:
