@@ -148,6 +148,10 @@ class DedupOhlcSettings(BaseSettings):
     source_fetch_wait: Duration = timedelta(milliseconds=10)
     #: Create the live topics when missing (JVM Kafka admin client, best effort).
     create_live_topics: bool = True
+    #: More Flink configuration (``--flink-conf KEY=VALUE``), applied last: network
+    #: buffers, state backend, metrics ... On the embedded MiniCluster it configures the
+    #: cluster too; a standalone cluster takes its own ``config.yaml`` for cluster options.
+    flink_conf: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("timeframes", mode="before")
     @classmethod
@@ -211,6 +215,7 @@ class DedupOhlcSettings(BaseSettings):
             # Chained operators hand records on without copying them (SQL operators do
             # not keep references to their input records).
             "pipeline.object-reuse": "true",
+            **self.flink_conf,
         }
 
     def sql_options(self, conn: Connections) -> SqlOptions:
@@ -321,7 +326,10 @@ def build(
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The flags that were given (``None``: not given, the environment or default holds)."""
-    return {k: v for k, v in vars(args).items() if v is not None and k != "print_sql"}
+    given = {k: v for k, v in vars(args).items() if v is not None and k != "print_sql"}
+    if "flink_conf" in given:
+        given["flink_conf"] = dict(given["flink_conf"])
+    return given
 
 
 def parser() -> argparse.ArgumentParser:
@@ -359,8 +367,22 @@ def parser() -> argparse.ArgumentParser:
     add("--live-linger", help="producer linger.ms of the live sinks, e.g. 5ms (default)")
     add("--buffer-timeout", help="network buffer timeout, e.g. 10ms (default); 0ms: per record")
     add("--source-fetch-wait", help="the source consumer's fetch.max.wait.ms, e.g. 10ms (default)")
+    add(
+        "--flink-conf",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="more Flink configuration, applied last (repeatable)",
+    )
     add("--print-sql", action="store_true", help="print the job's SQL and exit")
     return p
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -297,3 +297,33 @@ def test_live_flags() -> None:
     assert not s.live
     assert s.buffer_timeout == timedelta(milliseconds=20) and s.live_linger == timedelta(0)
     assert DedupOhlcSettings(**_overrides(parser().parse_args([]))).live
+
+
+def test_flink_conf_flags_are_applied_last() -> None:
+    from ticklake.jobs.dedup_ohlc import _overrides, parser
+
+    args = parser().parse_args(
+        [
+            "--flink-conf",
+            "taskmanager.network.memory.floating-buffers-per-gate=64",
+            "--flink-conf",
+            "execution.buffer-timeout.interval = 3 ms",
+            "--flink-conf",
+            "metrics.reporters=a=b",
+        ]
+    )
+    config = DedupOhlcSettings(**_overrides(args)).table_config()
+    assert config["taskmanager.network.memory.floating-buffers-per-gate"] == "64"
+    # applied last: it overrides the job's own setting of the same key (default 10 ms)
+    assert config["execution.buffer-timeout.interval"] == "3 ms"
+    assert config["metrics.reporters"] == "a=b"  # split at the first '='
+    assert "flink_conf" not in _overrides(parser().parse_args([]))
+
+
+def test_flink_conf_flag_without_a_value_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from ticklake.jobs.dedup_ohlc import parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args(["--flink-conf", "just-a-key"])
+    assert exit_info.value.code == 2
+    assert "expected KEY=VALUE, got 'just-a-key'" in capsys.readouterr().err
