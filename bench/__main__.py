@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
         help="an extra flag of the dedup + OHLC job, e.g. --job-arg=--no-live (repeatable)",
     )
     risk_arguments(sub.add_parser("risk", help="risk job: decision and breach -> halt latency"))
+    p = sub.add_parser("kafka-poll", help="record wait in consume(n, timeout) vs consume_ready")
+    p.add_argument("--rates", default="100,1000,10000", help="records/s, comma-separated")
+    p.add_argument("--seconds", type=float, default=5.0, help="per rate and call")
+    p.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     if args.name == "stack":
         from ticklake.bench import stack_up
@@ -78,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
         order = tuple(s for s in args.contenders.split(",") if s)
         Console(width=180).print(candles.run(args.records, args.runs, order))
 
+    elif args.name == "kafka-poll":
+        from ticklake.bench import kafka_poll
+
+        rates = [int(r) for r in args.rates.split(",") if r]
+        Console().print(kafka_poll.run(rates, args.seconds, args.runs))
     elif args.name == "risk":
         from ticklake.bench import risk
 
