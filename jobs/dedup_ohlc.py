@@ -148,6 +148,17 @@ class DedupOhlcSettings(BaseSettings):
     source_fetch_wait: Duration = timedelta(milliseconds=10)
     #: Create the live topics when missing (JVM Kafka admin client, best effort).
     create_live_topics: bool = True
+    #: Network buffers (32 KB each) one output channel may hold before its task waits
+    #: (``taskmanager.network.memory.max-buffers-per-channel``, Flink's default 10; also the
+    #: floating buffers per gate). At every checkpoint an Iceberg writer closes and uploads
+    #: its files and reads no input meanwhile; with 10 buffers (~0.2 s of trades at
+    #: 10,000/s) the deduplication behind it, and so every live output, stopped for the rest
+    #: of that flush (0.5-0.8 s). 500 buffers absorb it (bench/README.md, session 6). On the
+    #: MiniCluster every channel is local: the sender's buffers are the only queue.
+    channel_buffers: int = Field(default=500, ge=10)
+    #: Network memory of the embedded MiniCluster (the pool the channel buffers come from;
+    #: Flink's local default is 64 MB). A standalone cluster keeps its own setting.
+    network_memory: str = "256mb"
     #: More Flink configuration (``--flink-conf KEY=VALUE``), applied last: network
     #: buffers, state backend, metrics ... On the embedded MiniCluster it configures the
     #: cluster too; a standalone cluster takes its own ``config.yaml`` for cluster options.
@@ -215,6 +226,10 @@ class DedupOhlcSettings(BaseSettings):
             # Chained operators hand records on without copying them (SQL operators do
             # not keep references to their input records).
             "pipeline.object-reuse": "true",
+            "taskmanager.network.memory.max-buffers-per-channel": str(self.channel_buffers),
+            "taskmanager.network.memory.floating-buffers-per-gate": str(self.channel_buffers),
+            "taskmanager.memory.network.min": self.network_memory,
+            "taskmanager.memory.network.max": self.network_memory,
             **self.flink_conf,
         }
 
@@ -367,6 +382,12 @@ def parser() -> argparse.ArgumentParser:
     add("--live-linger", help="producer linger.ms of the live sinks, e.g. 5ms (default)")
     add("--buffer-timeout", help="network buffer timeout, e.g. 10ms (default); 0ms: per record")
     add("--source-fetch-wait", help="the source consumer's fetch.max.wait.ms, e.g. 10ms (default)")
+    add(
+        "--channel-buffers",
+        type=int,
+        help="network buffers an output channel may hold (default 500; Flink's 10)",
+    )
+    add("--network-memory", help="network memory of the embedded MiniCluster (default 256mb)")
     add(
         "--flink-conf",
         action="append",

@@ -327,3 +327,19 @@ def test_flink_conf_flag_without_a_value_is_refused(capsys: pytest.CaptureFixtur
         parser().parse_args(["--flink-conf", "just-a-key"])
     assert exit_info.value.code == 2
     assert "expected KEY=VALUE, got 'just-a-key'" in capsys.readouterr().err
+
+
+def test_channel_buffers_and_network_memory_reach_the_flink_config() -> None:
+    from ticklake.jobs.dedup_ohlc import _overrides, parser
+
+    config = DedupOhlcSettings().table_config()
+    assert config["taskmanager.network.memory.max-buffers-per-channel"] == "500"
+    assert config["taskmanager.network.memory.floating-buffers-per-gate"] == "500"
+    assert config["taskmanager.memory.network.min"] == "256mb"
+    assert config["taskmanager.memory.network.max"] == "256mb"
+    args = parser().parse_args(["--channel-buffers", "64", "--network-memory", "128mb"])
+    config = DedupOhlcSettings(**_overrides(args)).table_config()
+    assert config["taskmanager.network.memory.max-buffers-per-channel"] == "64"
+    assert config["taskmanager.memory.network.max"] == "128mb"
+    with pytest.raises(ValueError, match="greater than or equal to 10"):
+        DedupOhlcSettings(channel_buffers=2)
