@@ -259,13 +259,19 @@ def test_a_dropped_connection_is_seen_by_ccxt(exchange: LocalExchange, mode: str
         pro = ccxt.pro.binance(exchange.ccxt_config())
         try:
             await asyncio.wait_for(pro.watch_trades("BTC/USDT"), 10)
+            # No trade may reach the pending watch before the drop (a trade that wins that
+            # race completes it normally): stall the feed, let frames in flight arrive first.
+            await asyncio.to_thread(control, exchange, {"stall_ws_s": 60.0, "stall_skip": True})
+            await asyncio.sleep(0.5)
             pending = asyncio.ensure_future(pro.watch_trades("BTC/USDT"))
             assert (await asyncio.to_thread(control, exchange, {"drop_ws": mode}))["dropped"] >= 1
             with pytest.raises(ccxt.NetworkError):
                 await asyncio.wait_for(pending, 10)
+            await asyncio.to_thread(control, exchange, {"stall_ws_s": 0.0})
             after = await asyncio.wait_for(pro.watch_trades("BTC/USDT"), 10)  # reconnects
             assert after
         finally:
+            await asyncio.to_thread(control, exchange, {"stall_ws_s": 0.0})
             await pro.close()
 
     run(body())
