@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ticklake.bench.stats import latency_percentiles
 from ticklake.schemas.kafka_poll import consume_ready
 
 MARKETS = [(f"BENCH{i}", f"S{i}/USDT") for i in range(10)]
@@ -357,18 +357,6 @@ def _wait_quiet(
         consumer.close()
 
 
-def _pcts(values: list[int]) -> dict[str, float]:
-    if not values:
-        return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-    ms = sorted(v / 1000 for v in values)
-    return {
-        "n": len(ms),
-        "p50": statistics.median(ms),
-        "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
-        "max": ms[-1],
-    }
-
-
 def run(  # noqa: PLR0912, PLR0915
     rates: list[int],
     seconds: float,
@@ -500,11 +488,11 @@ def run(  # noqa: PLR0912, PLR0915
                         lat = [
                             lt for r, lt in data[kind]["samples"] if ph["start"] <= r <= ph["end"]
                         ]
-                        row[kind] = _pcts(lat)
-                    row["trades_sent"] = _pcts([
+                        row[kind] = latency_percentiles(lat)
+                    row["trades_sent"] = latency_percentiles([
                         lt for r, lt in data["trades"]["created"] if ph["start"] <= r <= ph["end"]
                     ])  # fmt: skip
-                    row["candles_oldest"] = _pcts([
+                    row["candles_oldest"] = latency_percentiles([
                         lt for r, lt in data["candles"]["oldest"] if ph["start"] <= r <= ph["end"]
                     ])  # fmt: skip
                     row["cores"] = sampler.cores(ph["start"] / 1e6, ph["end"] / 1e6)
@@ -517,7 +505,7 @@ def run(  # noqa: PLR0912, PLR0915
             for p in reversed(procs):
                 _stop(p)
             stack.down()
-    return table(results, _pcts(finals), gaps, checkpoint, job_args or [])
+    return table(results, latency_percentiles(finals), gaps, checkpoint, job_args or [])
 
 
 def _fmt(p: dict[str, float]) -> str:

@@ -22,21 +22,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ticklake.bench.stats import latency_percentiles
+
 Samples = list[list[int]]
 
 
-def buckets(samples: Samples, start_us: int, end_us: int) -> dict[int, list[float]]:
-    """Latencies in ms by whole second since ``start_us`` (receipt in [start, end))."""
-    out: dict[int, list[float]] = defaultdict(list)
+def buckets(samples: Samples, start_us: int, end_us: int) -> dict[int, list[int]]:
+    """Latencies (µs) by whole second since ``start_us`` (receipt in [start, end))."""
+    out: dict[int, list[int]] = defaultdict(list)
     for receipt, latency in samples:
         if start_us <= receipt < end_us:
-            out[(receipt - start_us) // 1_000_000].append(latency / 1000)
+            out[(receipt - start_us) // 1_000_000].append(latency)
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def table(work: Path, run: int, phase: int) -> Table:
@@ -59,8 +56,8 @@ def table(work: Path, run: int, phase: int) -> Table:
     for second in sorted(by_second["live trade"]):
         cells = []
         for name in series:
-            values = by_second[name].get(second, [])
-            cells.append(f"{pct(values, 0.5):.0f} / {pct(values, 0.99):.0f}" if values else "-")
+            p = latency_percentiles(by_second[name].get(second, []))
+            cells.append(f"{p['p50']:.0f} / {p['p99']:.0f}" if p["n"] else "-")
         t.add_row(str(second), str(len(by_second["live trade"][second])), *cells)
     return t
 

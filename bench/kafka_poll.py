@@ -24,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ticklake.bench.stats import latency_percentiles
 from ticklake.schemas.kafka_poll import consume_ready
 
 BATCH, TIMEOUT_S = 1000, 0.1
@@ -38,7 +39,7 @@ def _methods(consumer: Any) -> dict[str, Callable[[], list[Any]]]:
 
 def _measure(
     producer: Any, topic: str, *, rate: int, seconds: float, read: Callable[[], list[Any]]
-) -> list[float]:
+) -> list[int]:
     stop = threading.Event()
 
     def produce() -> None:
@@ -53,23 +54,18 @@ def _measure(
         producer.flush(10)
 
     thread = threading.Thread(target=produce, daemon=True)
-    latencies: list[float] = []
+    latencies: list[int] = []
     thread.start()
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         batch = read()
         now = time.time_ns()
-        latencies += [(now - int(m.value())) / 1e6 for m in batch if m.error() is None]
+        latencies += [(now - int(m.value())) // 1000 for m in batch if m.error() is None]
     stop.set()
     thread.join()
     while read():  # drain what the producer sent last, outside the measurement
         pass
     return latencies
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def run(rates: list[int], seconds: float = 5.0, runs: int = 3) -> Table:
@@ -99,7 +95,8 @@ def run(rates: list[int], seconds: float = 5.0, runs: int = 3) -> Table:
                     consumer.assign([TopicPartition(topic, 0, 0)])
                     for name, read in _methods(consumer).items():
                         lat = _measure(producer, topic, rate=rate, seconds=seconds, read=read)
-                        p = (_pct(lat, 0.5), _pct(lat, 0.99), max(lat))
+                        pcts = latency_percentiles(lat)
+                        p = (pcts["p50"], pcts["p99"], pcts["max"])
                         rows.setdefault((rate, name), []).append(p)
                         console.print(f"run {i + 1}/{runs} {rate}/s {name}: {p}")
                     consumer.close()

@@ -33,7 +33,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import statistics
 import subprocess
 import tempfile
 import time
@@ -45,6 +44,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
+from ticklake.bench.stats import latency_percentiles
 from ticklake.schemas.kafka_poll import consume_ready
 
 MARKETS = [f"B{i}/USDT" for i in range(10)]
@@ -214,18 +214,6 @@ def observer_process(  # noqa: PLR0917
     Path(out).write_text(json.dumps({"decisions": decisions, "halts": halts}))
 
 
-def _pcts(values: list[int]) -> dict[str, float]:
-    if not values:
-        return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-    ms = sorted(v / 1000 for v in values)
-    return {
-        "n": len(ms),
-        "p50": statistics.median(ms),
-        "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
-        "max": ms[-1],
-    }
-
-
 def _proposal(pid: str, account: str, symbol: str) -> Any:
     from ticklake.schemas.risk import OrderProposal
 
@@ -329,10 +317,14 @@ def one_run(
         "sent": sent,
         "achieved": sent / seconds,
         "load": load,
-        "e2e": _pcts([x[1] for x in decided]),
-        "in_job": _pcts([x[2] for x in decided]),
-        "halt_e2e": _pcts([x[1] for x in data["halts"] if x[0].startswith(f"{tag}-breach")]),
-        "halt_in_job": _pcts([x[2] for x in data["halts"] if x[0].startswith(f"{tag}-breach")]),
+        "e2e": latency_percentiles([x[1] for x in decided]),
+        "in_job": latency_percentiles([x[2] for x in decided]),
+        "halt_e2e": latency_percentiles(
+            [x[1] for x in data["halts"] if x[0].startswith(f"{tag}-breach")]
+        ),
+        "halt_in_job": latency_percentiles(
+            [x[2] for x in data["halts"] if x[0].startswith(f"{tag}-breach")]
+        ),
         "decided": len({x[0] for x in decided}),
         "sustained": len(decided) / drained_s if drained_s > 0 else float("nan"),
     }

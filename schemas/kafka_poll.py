@@ -5,7 +5,7 @@ confluent-kafka's ``Consumer.consume(num_messages, timeout)`` (librdkafka's
 timeout has passed**, not when the first record arrives. Below ``num_messages`` records per
 ``timeout`` it therefore holds every record for up to ``timeout``: ``consume(1000, 0.1)``
 adds 50 ms at the median and 100 ms at the tail to a stream of 100 records/s (measured
-with ``bench/README.md``'s consume probe). :func:`consume_ready` keeps the batching without
+by ``ticklake bench kafka-poll``). :func:`consume_ready` keeps the batching without
 that wait: it blocks in ``poll`` for one record, then drains what is already queued.
 """
 
