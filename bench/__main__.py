@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import signal
+from types import FrameType
 
 from rich.console import Console
 
 from ticklake.bench.risk import add_arguments as risk_arguments
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
@@ -59,6 +65,14 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     p.add_argument("--seconds", type=float, default=5.0, help="per rate and call")
     p.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.name == "freshness" and args.sinks == "iceberg":
+        parser.error(
+            "freshness measures the live outputs, and --sinks iceberg has none: "
+            "use --sinks all or kafka (bench candles measures the Iceberg path)"
+        )
+    # A benchmark owns a scratch stack, a job and child processes: SIGTERM (timeout, kill)
+    # must unwind through their ``finally`` blocks like Ctrl-C does, not leave them running.
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     if args.name == "stack":
         from ticklake.bench import stack_up
 
