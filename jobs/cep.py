@@ -122,6 +122,12 @@ class CepSettings(BaseSettings):
     #: feed's last heartbeat then counts as missed (dead_feed), so replays of whole tapes
     #: should leave dead_feed out or run unbounded.
     bounded: bool = False
+    #: Once the heartbeats topic has been idle for ``idle_timeout``, their event time
+    #: follows the wall clock, so ``dead_feed`` reports feeds that all stopped at once (the
+    #: only ingestor crashed; ``docs/cep.md``). Turn it off to replay recorded heartbeats
+    #: unbounded (when the tape ends every feed would be reported dead); ``bounded`` runs
+    #: never use it.
+    liveness_clock: bool = True
     watermark_emit: Literal["on-periodic", "on-event"] = "on-periodic"
 
     @field_validator("patterns", "patterns_dir", mode="before")
@@ -215,6 +221,7 @@ class CepSettings(BaseSettings):
             transactional_id_prefix=self.transactional_id_prefix,
             patterns=patterns,
             configs=self.pattern_configs(patterns),
+            liveness_clock=self.liveness_clock and not self.bounded,
         )
 
 
@@ -270,6 +277,13 @@ def parser() -> argparse.ArgumentParser:
     add("--startup-mode", choices=["earliest-offset", "latest-offset", "group-offsets"])
     add("--watermark-emit", choices=["on-periodic", "on-event"])
     add("--bounded", action="store_true", default=None, help="stop at the current end offsets")
+    add(
+        "--liveness-clock",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="heartbeats' event time follows the wall clock once their topic is idle, so "
+        "dead_feed sees every feed stop at once (default on; off to replay recorded heartbeats)",
+    )
     add("--print-sql", action="store_true", help="print the job's SQL and exit")
     return p
 

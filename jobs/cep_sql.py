@@ -439,6 +439,9 @@ class CepSqlOptions:
     transactional_id_prefix: str
     patterns: Sequence[Pattern]
     configs: Mapping[str, PatternConfig]
+    #: The heartbeats' event time follows the wall clock once their topic is idle (the
+    #: ``clock_source``, see :func:`clock_source_ddl`); ``False`` for replays and bounded runs.
+    liveness_clock: bool = False
 
 
 def _watermarked(ts_us: str, bound_ms: int) -> list[str]:
@@ -469,6 +472,35 @@ def source_ddls(o: CepSqlOptions) -> list[str]:
             extra_columns=_watermarked("`receipt_ts_us`", o.out_of_orderness_ms),
         ),
     ]
+
+
+#: Rows per second of the liveness clock: the resolution of its watermark.
+CLOCK_ROWS_PER_SECOND = 4
+
+
+def clock_source_ddl(o: CepSqlOptions) -> str:
+    """A generated source whose event time is the wall clock: the heartbeats' liveness clock.
+
+    Absence needs event time to move without events: ``dead_feed`` reports a feed when the
+    watermark passes its last heartbeat + ``max_gap``, and the watermark comes from the
+    heartbeats of every feed. If every feed stops at once (the only ingestor crashed), the
+    Kafka source goes idle after ``idle_timeout``, an idle input no longer holds the
+    watermark back, and this source (``datagen``, a few rows per second, watermark
+    ``CURRENT_TIMESTAMP`` - the bound) carries it on with the wall clock. While heartbeats
+    flow, their own watermark is the lower one and decides. Its rows never reach a pattern
+    (:func:`heartbeats_view` filters all of them out; the filter passes the watermark on).
+    """
+    return f"""CREATE TEMPORARY TABLE clock_source (
+  `tick` INT,
+  `event_time` AS CAST(CURRENT_TIMESTAMP AS TIMESTAMP_LTZ(3)),
+  WATERMARK FOR `event_time` AS `event_time` - {millis_interval_sql(o.out_of_orderness_ms)}
+) WITH (
+  'connector' = 'datagen',
+  'rows-per-second' = '{CLOCK_ROWS_PER_SECOND}',
+  'fields.tick.kind' = 'random',
+  'fields.tick.min' = '0',
+  'fields.tick.max' = '9'
+)"""
 
 
 def candles_view(o: CepSqlOptions) -> str:
@@ -507,11 +539,21 @@ FROM (
 )"""
 
 
-def heartbeats_view() -> str:
-    return """CREATE TEMPORARY VIEW heartbeats AS
+def heartbeats_view(o: CepSqlOptions) -> str:
+    """The heartbeats; with the liveness clock, its watermark joins theirs (no rows)."""
+    view = """CREATE TEMPORARY VIEW heartbeats AS
 SELECT `exchange`, `symbol`, `exchange_ts_us`, `receipt_ts_us`, `ingestor_id`, `state`,
   `interval_ms`, `trades_since_last`, `last_trade_id`, `last_receipt_ts_us`, `event_time`
 FROM heartbeats_source"""
+    if not o.liveness_clock:
+        return view
+    # `tick` is 0..9, so no clock row passes; the planner cannot know that and keeps the
+    # source (a constant FALSE would let it prune the branch, and its watermark with it).
+    return f"""{view}
+UNION ALL
+SELECT '', '', CAST(NULL AS BIGINT), CAST(0 AS BIGINT), '', '', 0, CAST(0 AS BIGINT),
+  CAST(NULL AS STRING), CAST(NULL AS BIGINT), `event_time`
+FROM clock_source WHERE `tick` < 0"""
 
 
 def alerts_view(o: CepSqlOptions) -> str:
@@ -566,6 +608,8 @@ def job_sql(o: CepSqlOptions, config: Mapping[str, str], catalog_ddl: str) -> Jo
     if "candles" in inputs:
         setup.append(candles_view(o))
     if "heartbeats" in inputs:
-        setup.append(heartbeats_view())
+        if o.liveness_clock:
+            setup.append(clock_source_ddl(o))
+        setup.append(heartbeats_view(o))
     setup.append(alerts_view(o))
     return JobSql(config=dict(config), setup=setup, inserts=inserts(o))

@@ -395,6 +395,7 @@ def test_cep_patterns_fire_on_crafted_tapes_and_stay_silent_on_quiet_ones(
                 "--namespace", namespace,
                 "--patterns-file", str(patterns_file),
                 "--watermark-emit", "on-event",
+                "--no-liveness-clock",  # recorded heartbeats: their feeds end with the tape
                 "--out-of-orderness", "5s",
                 "--checkpoint-interval", "2s",
                 "--checkpoint-dir", (tmp_path / "checkpoints").as_uri(),
@@ -513,6 +514,7 @@ def test_cep_restart_from_a_checkpoint_loses_and_repeats_no_alert(
         "--namespace", namespace,
         "--patterns-file", str(patterns_file),
         "--watermark-emit", "on-event",
+        "--no-liveness-clock",  # recorded heartbeats: their feeds end with the tape
         "--checkpoint-interval", "2s",
         "--checkpoint-dir", checkpoints.as_uri(),
         "--transactional-id-prefix", f"it-cep-r-{run}",
@@ -545,3 +547,72 @@ def test_cep_restart_from_a_checkpoint_loses_and_repeats_no_alert(
     assert sorted(got_row(a.model_dump()) for a in kafka) == want
     assert sorted(got_row(r) for r in alerts_in_iceberg(conn, namespace)) == want
     print(f"\nrestored from {latest.name}; {len(kafka)} alerts, each once")
+
+
+def test_dead_feed_fires_when_the_only_feed_stops(
+    conn: Connections, tmp_path: Path, running_job: list[subprocess.Popen[str]]
+) -> None:
+    """One feed, the only one on its topic, sends live heartbeats (receipt = now, every
+    0.5 s) and stops, as when the only ingestor crashes. No other feed moves event time on;
+    the liveness clock does once the topic is idle: exactly one dead_feed alert, for the
+    last heartbeat, with its deadline worked out by hand."""
+    run = uuid.uuid4().hex[:8]
+    candles = dataclasses.replace(CANDLES, name=f"it.cep.lc.{run}", partitions=1)
+    heartbeats = dataclasses.replace(FEED_HEARTBEATS, name=f"it.cep.lh.{run}", partitions=1)
+    alerts = dataclasses.replace(ALERTS, name=f"it.cep.la.{run}", partitions=1)
+    ensure_topics(conn.kafka.bootstrap_servers, [candles, heartbeats, alerts])
+    namespace = f"it_cep_live_{run}"
+    ensure_alerts_table(load_catalog(conn), namespace)
+    patterns_file = tmp_path / "cep.toml"
+    patterns_file.write_text('[dead_feed]\nfactor = "2"\nmax_gap = "3s"\n')
+    log = tmp_path / "job.log"
+    running_job.append(
+        start_job(
+            [
+                "--candles-topic", candles.name,
+                "--heartbeats-topic", heartbeats.name,
+                "--alerts-topic", alerts.name,
+                "--namespace", namespace,
+                "--patterns", "dead_feed",
+                "--patterns-file", str(patterns_file),
+                "--watermark-emit", "on-event",
+                "--out-of-orderness", "1s",
+                "--idle-timeout", "10s",
+                "--checkpoint-interval", "2s",
+                "--checkpoint-dir", (tmp_path / "checkpoints").as_uri(),
+                "--transactional-id-prefix", f"it-cep-l-{run}",
+                "--group-id", f"it-cep-l-{run}",
+            ],
+            log,
+        )
+    )  # fmt: skip
+    # Heartbeats every 0.5 s that announce a 2 s interval: each is due within min(2 x 2 s,
+    # max_gap 3 s) = 3 s, far above the spacing even on a loaded machine.
+    producer = Producer(
+        {"bootstrap.servers": conn.kafka.bootstrap_servers, "enable.idempotence": True}
+        | PRODUCER_CONFIG
+    )
+    last = 0
+    for i in range(30):
+        last = time.time_ns() // 1000
+        hb = FeedHeartbeat(
+            exchange=BTC[0], symbol=BTC[1], exchange_ts_us=last - 300, receipt_ts_us=last,
+            ingestor_id="it-live", state="live", interval_ms=2000, trades_since_last=1,
+            last_trade_id=str(i), last_receipt_ts_us=last - 200,
+        )  # fmt: skip
+        producer.produce(
+            heartbeats.name, key=heartbeats.key(hb), value=encode(hb),
+            headers=[schema_header(FeedHeartbeat)],
+        )  # fmt: skip
+        assert producer.flush(10) == 0
+        time.sleep(0.5)
+    want = Want("dead_feed", "critical", BTC, "it-live", (last, last + 3 * S), last + 3 * S,
+                last, None, "3", None, "s")  # fmt: skip
+    wait_for_alerts(conn, alerts.name, namespace, 1, proc=running_job[0], log=log)
+    time.sleep(6)  # checkpoints more: anything else would show now
+    kafka = [decode(Alert, m.value()) for m in read_committed(conn, alerts.name)]
+    assert [got_row(a.model_dump()) for a in kafka] == [want_row(want)]
+    assert kafka[0].message == (
+        "BINANCE:BTC/USDT feed it-live sent no heartbeat within 3 s of its last one (state live)"
+    )
+    assert [got_row(r) for r in alerts_in_iceberg(conn, namespace)] == [want_row(want)]

@@ -263,3 +263,34 @@ def test_job_sql_reads_committed_and_writes_exactly_once(tmp_path: Path) -> None
     assert sql.inserts[1].startswith("INSERT INTO `ticklake`.`ns1`.`alerts` (`alert_id`")
     assert sql.config["execution.checkpointing.mode"] == "EXACTLY_ONCE"
     assert "${" not in script
+
+
+def test_liveness_clock_is_on_for_unbounded_runs_and_never_for_bounded_ones(
+    tmp_path: Path,
+) -> None:
+    from ticklake.jobs.cep import plan
+
+    live = plan(CepSettings(checkpoint_dir=tmp_path.as_uri()), Connections()).script()
+    assert "CREATE TEMPORARY TABLE clock_source" in live
+    assert "'connector' = 'datagen'" in live
+    assert "AS `event_time` - INTERVAL '0 00:00:05.000' DAY TO SECOND(3)" in live
+    # every clock row is filtered out by a condition the planner cannot fold away
+    assert "FROM clock_source WHERE `tick` < 0" in live
+    assert "'fields.tick.min' = '0'" in live
+    for settings in (
+        CepSettings(checkpoint_dir=tmp_path.as_uri(), bounded=True),
+        CepSettings(checkpoint_dir=tmp_path.as_uri(), liveness_clock=False),
+        # candle patterns only: no heartbeats, no clock
+        CepSettings(checkpoint_dir=tmp_path.as_uri(), patterns=("price_spike",)),
+    ):
+        assert "clock_source" not in plan(settings, Connections()).script()
+
+
+def test_liveness_clock_flag(tmp_path: Path) -> None:
+    from ticklake.jobs.cep import _overrides, parser
+
+    assert _overrides(parser().parse_args([])).get("liveness_clock") is None
+    args = parser().parse_args(["--no-liveness-clock"])
+    assert CepSettings(**_overrides(args)).liveness_clock is False
+    args = parser().parse_args(["--liveness-clock"])
+    assert CepSettings(**_overrides(args)).liveness_clock is True
