@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--checkpoint-interval", default="10s", help="of the job (default 10s)")
     p.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=0.0,
+        help="first produce the top rate this long, not measured (a warm JVM; default 0)",
+    )
+    p.add_argument(
         "--sinks",
         choices=["all", "kafka", "iceberg"],
         default="all",
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
                 checkpoint=args.checkpoint_interval,
                 job_args=args.job_arg,
                 sinks=args.sinks,
+                warmup_s=args.warmup_seconds,
             )
         )
 

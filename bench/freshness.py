@@ -139,8 +139,17 @@ def _now_us() -> int:
 # -- child processes ---------------------------------------------------------------------
 
 
-def _producer(bootstrap: str, topic: str, phases: list[tuple[int, float]], out: Path) -> None:
-    """Produce ``rate`` trades/s per phase; 100/s before (3 s), between and after."""
+def _producer(
+    bootstrap: str,
+    topic: str,
+    phases: list[tuple[int, float]],
+    out: Path,
+    warmup: tuple[int, float] | None = None,
+) -> None:
+    """Produce ``rate`` trades/s per phase; 100/s before (3 s), between and after.
+
+    ``warmup`` (rate, seconds): first that load, not measured, then 5 s at 100/s.
+    """
     from confluent_kafka import Producer
 
     from ticklake.ingestors.kafka_sink import INGEST_PRODUCER_CONFIG
@@ -184,6 +193,9 @@ def _producer(bootstrap: str, topic: str, phases: list[tuple[int, float]], out: 
     # producer's first records wait for bootstrap and metadata (0.5 s p99 in the first
     # second of a run's first phase), a cost of starting a producer, not of the pipeline.
     run_at(100, 3.0)
+    if warmup is not None:
+        run_at(*warmup)
+        run_at(100, 5.0)
     results = []
     for rate, seconds in phases:
         start, end, sent = run_at(rate, seconds)
@@ -373,8 +385,13 @@ def run(  # noqa: PLR0912, PLR0915
     checkpoint: str = CHECKPOINT,
     job_args: list[str] | None = None,
     sinks: str = "all",
+    warmup_s: float = 0.0,
 ) -> Table:
-    """Run the phases; ``job_args`` are extra flags of the dedup + OHLC job (experiments)."""
+    """Run the phases; ``job_args`` are extra flags of the dedup + OHLC job (experiments).
+
+    ``warmup_s``: before the first run's phases, that long at the highest rate, not measured
+    (the job's JIT compilers are still busy minutes after it starts: bench/README.md).
+    """
     from ticklake.bench.proctree import TreeSampler
     from ticklake.bench.stack_up import scratch_stack
     from ticklake.catalog.connection import load_catalog
@@ -472,6 +489,9 @@ def run(  # noqa: PLR0912, PLR0915
                 spec = ",".join(f"{r}:{seconds}" for r in rates)
                 console.print(f"run {i + 1}/{runs}: phases {spec} (load {os.getloadavg()[0]:.1f})")
                 produce = [py, "-m", "ticklake.bench.freshness", "_produce", bootstrap]
+                if i == 0 and warmup_s > 0:
+                    produce.append(f"--warmup={max(rates)}:{warmup_s}")
+                    console.print(f"warm-up: {max(rates):,}/s for {warmup_s:.0f}s, not measured")
                 producer = subprocess.Popen(
                     [*produce, names["raw"], spec, str(phases_out)], env=env
                 )
@@ -513,7 +533,9 @@ def run(  # noqa: PLR0912, PLR0915
             for p in reversed(procs):
                 _stop(p)
             stack.down()
-    return table(results, latency_percentiles(finals), gaps, checkpoint, job_args or [])
+    return table(
+        results, latency_percentiles(finals), gaps, checkpoint, job_args or [], warmup_s=warmup_s
+    )
 
 
 def _fmt(p: dict[str, float]) -> str:
@@ -533,13 +555,16 @@ def table(
     gaps: int,
     checkpoint: str = CHECKPOINT,
     job_args: list[str] | None = None,
+    *,
+    warmup_s: float = 0.0,
 ) -> Table:
     t = Table(
         title="Freshness: trade produced -> live outputs (ms, p50 / p99 / max)",
         caption=f"final 1m candle, window end -> committed (read_committed): {_fmt(final)}; "
         f"bound {BOUND}, checkpoints {checkpoint}; subscriber gaps {gaps}; (0), (a0), (a) "
         f"from every {TRADE_PARTITION_SAMPLE}rd partition of the trade topics"
-        + (f"; job flags {' '.join(job_args)}" if job_args else ""),
+        + (f"; job flags {' '.join(job_args)}" if job_args else "")
+        + (f"; {warmup_s:.0f}s of unmeasured warm-up at the top rate first" if warmup_s else ""),
     )
     for col in ("trades/s (achieved)", "run", "(0) raw topic",
                 "(a0) in the job: live trade sent (CreateTime, ms)", "(a) live trade",
@@ -565,6 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     prod.add_argument("topic")
     prod.add_argument("phases", help="rate:seconds,...")
     prod.add_argument("out", type=Path)
+    prod.add_argument("--warmup", help="rate:seconds, produced first and not measured")
     obs = sub.add_parser("_observe")
     obs.add_argument("kind", choices=["kafka", "final", "relay"])
     obs.add_argument("bootstrap")
@@ -573,7 +599,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.cmd == "_produce":
         phases = [(int(r), float(s)) for r, s in (x.split(":") for x in args.phases.split(","))]
-        _producer(args.bootstrap, args.topic, phases, args.out)
+        warmup = None
+        if args.warmup:
+            rate, secs = args.warmup.split(":")
+            warmup = (int(rate), float(secs))
+        _producer(args.bootstrap, args.topic, phases, args.out, warmup)
     else:
         _observer(args.kind, args.bootstrap, args.topic, args.out)
 

@@ -133,7 +133,8 @@ class DedupOhlcSettings(BaseSettings):
     live_conflation: Duration = timedelta(milliseconds=50)
     #: How rows reach the Iceberg writers: ``hash`` (by partition: the writers run in a
     #: task of their own, so their Parquet close and S3 upload at each checkpoint does not
-    #: stall the live outputs) or ``none`` (chained to the operators before them).
+    #: stall the live outputs) or ``none`` (chained to the operators before them: no
+    #: shuffle, about a fifth less CPU per trade; for bounded replays and backfills).
     iceberg_distribution: Literal["hash", "none"] = "hash"
     #: Producer ``linger.ms`` of the live sinks: how long a record may wait to batch.
     live_linger: Duration = timedelta(milliseconds=5)
