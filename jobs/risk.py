@@ -40,19 +40,7 @@ from ticklake.home import state_home
 from ticklake.jobs.dedup_ohlc import Duration, _ms
 from ticklake.jobs.execution import wait_unless_detached
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
-from ticklake.jobs.risk_function import (
-    ACCOUNT_INPUTS,
-    DEAD_LETTER_OUTPUT,
-    DEFAULT_LIMITS,
-    EVENTS,
-    VIOLATIONS,
-    InputDecoder,
-    RiskConfig,
-    RiskFunction,
-    markets_descriptor,
-    row_type,
-    typed_select,
-)
+from ticklake.jobs.risk_inputs import ACCOUNT_INPUTS
 from ticklake.schemas.flink import kafka_table_ddl
 from ticklake.schemas.models import Candle, DeadLetter, WireModel
 from ticklake.schemas.risk import AccountEvent, RiskDecision, RiskViolation
@@ -75,6 +63,11 @@ from ticklake.settings import Connections
 
 if TYPE_CHECKING:
     from pyflink.table import StatementSet, StreamTableEnvironment
+
+    from ticklake.jobs.risk_function import RiskConfig
+
+# ``ticklake.jobs.risk_function`` (PyFlink) is imported where it is used: the settings and
+# the SQL of this module are read and unit tested without PyFlink.
 
 JOB_NAME = "risk"
 
@@ -143,6 +136,12 @@ class RiskSettings(BaseSettings):
             raise ValueError("need 0 < checkpoint_interval < transaction_timeout")
         if self.transaction_timeout >= timedelta(hours=2):
             raise ValueError("transaction_timeout must stay below the broker's 2 h maximum")
+        topics = list(input_topics(self).values())
+        if len(set(topics)) != len(topics):
+            raise ValueError(
+                f"each account input needs a topic of its own (one source reads them all and"
+                f" tells them apart by topic): {input_topics(self)}"
+            )
         return self
 
     def resolved_checkpoint_dir(self) -> str:
@@ -167,6 +166,8 @@ class RiskSettings(BaseSettings):
         }
 
     def operator_config(self) -> RiskConfig:
+        from ticklake.jobs.risk_function import RiskConfig
+
         return RiskConfig(
             atr_timeframe=self.atr_timeframe,
             adv_timeframe=self.adv_timeframe,
@@ -204,11 +205,15 @@ def input_topics(s: RiskSettings) -> dict[str, str]:
     }
 
 
-def raw_source_ddl(table: str, topic: str, s: RiskSettings, bootstrap: str) -> str:
-    """A Kafka topic as raw records: key and value bytes, the schema header, coordinates."""
+def raw_source_ddl(table: str, topics: Sequence[str], s: RiskSettings, bootstrap: str) -> str:
+    """Kafka topics as raw records: key and value bytes, the schema header, coordinates.
+
+    One table reads every topic in ``topics`` (the connector's ``'topic' = 'a;b'`` list):
+    one source task and one consumer, whose records carry their ``topic``.
+    """
     options = {
         "connector": "kafka",
-        "topic": topic,
+        "topic": ";".join(topics),
         "properties.bootstrap.servers": bootstrap,
         "key.format": "raw",
         "key.fields": "record_key",
@@ -235,30 +240,33 @@ RAW_COLUMNS = (
 )  # fmt: skip
 
 
-def raw_inputs_query() -> str:
-    """One stream of every account input's raw records, tagged with their kind."""
+def raw_inputs_query(s: RiskSettings) -> str:
+    """One stream of every account input's raw records, tagged with their kind.
+
+    The kind comes from the record's topic (each kind has a topic of its own: the settings
+    refuse two kinds on one topic).
+    """
     ms = (
         "TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', CAST(`ts` AS TIMESTAMP(3)))"
         " * CAST(1000 AS BIGINT) + EXTRACT(MILLISECOND FROM CAST(`ts` AS TIMESTAMP(3)))"
     )
-    selects = [
-        f"SELECT {_q(kind)} AS `kind`, `record_key`, `record_value`,"
-        f" `headers`[{_q(SCHEMA_HEADER)}] AS `schema_ref`, `topic`, `partition`, `offset`,"
-        f" CAST({ms} AS BIGINT) AS `ts_ms` FROM raw_{kind}"
-        for kind in ACCOUNT_INPUTS
-    ]
-    return "\nUNION ALL\n".join(selects)
+    topics = input_topics(s)
+    kind = " ".join(f"WHEN {_q(topics[k])} THEN {_q(k)}" for k in ACCOUNT_INPUTS)
+    return (
+        f"SELECT CAST(CASE `topic` {kind} END AS STRING) AS `kind`, `record_key`,"
+        f" `record_value`, `headers`[{_q(SCHEMA_HEADER)}] AS `schema_ref`, `topic`,"
+        f" `partition`, `offset`, CAST({ms} AS BIGINT) AS `ts_ms` FROM raw_inputs"
+    )
 
 
 def source_ddls(s: RiskSettings, bootstrap: str) -> list[str]:
-    """Kafka source tables: the five account inputs (raw) and the candles."""
+    """Kafka source tables: the five account inputs (raw, one source) and the candles."""
     topics = input_topics(s)
-    ddls = [raw_source_ddl(f"raw_{kind}", topics[kind], s, bootstrap) for kind in ACCOUNT_INPUTS]
-    ddls.append(
+    return [
+        raw_source_ddl("raw_inputs", [topics[k] for k in ACCOUNT_INPUTS], s, bootstrap),
         kafka_table_ddl(Candle, "in_candles", s.candles_topic, bootstrap_servers=bootstrap,
-                        options=_source_options(s))
-    )  # fmt: skip
-    return ddls
+                        options=_source_options(s)),
+    ]  # fmt: skip
 
 
 def sink_ddl(
@@ -315,6 +323,8 @@ OUTPUTS = (
 
 
 def inserts(s: RiskSettings, catalog: str) -> list[str]:
+    from ticklake.jobs.risk_function import typed_select
+
     out = [
         f"INSERT INTO out_decisions {typed_select(RiskDecision, 'decisions')}",
         f"INSERT INTO out_violations {typed_select(RiskViolation, 'violations')}",
@@ -349,6 +359,17 @@ def build(
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
+    from ticklake.jobs.risk_function import (
+        DEAD_LETTER_OUTPUT,
+        DEFAULT_LIMITS,
+        EVENTS,
+        VIOLATIONS,
+        InputDecoder,
+        RiskFunction,
+        markets_descriptor,
+        row_type,
+    )
+
     conn = conn or Connections.load()
     if settings.python_mode == "thread":
         _thread_mode_path()
@@ -367,7 +388,7 @@ def build(
 
     pickled = Types.PICKLED_BYTE_ARRAY()
     accounts = (
-        t_env.to_data_stream(t_env.sql_query(raw_inputs_query()))
+        t_env.to_data_stream(t_env.sql_query(raw_inputs_query(settings)))
         .process(InputDecoder(), output_type=pickled)
         .name("decode account inputs")
         .uid("ticklake-risk-decode")

@@ -1,0 +1,35 @@
+"""The risk job's source SQL: one Kafka source for the five account inputs."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from ticklake.jobs.risk import RiskSettings, input_topics, raw_inputs_query, source_ddls
+from ticklake.jobs.risk_inputs import ACCOUNT_INPUTS
+
+
+def test_one_source_table_reads_every_account_input_topic() -> None:
+    s = RiskSettings(proposals_topic="p", fills_topic="f", broker_positions_topic="b",
+                     commands_topic="c", limits_topic="l")  # fmt: skip
+    ddls = source_ddls(s, "localhost:9092")
+    raw = [d for d in ddls if "raw_inputs" in d]
+    assert len(ddls) == 2 and len(raw) == 1
+    topics = ";".join(input_topics(s)[k] for k in ACCOUNT_INPUTS)
+    assert f"'topic' = '{topics}'" in raw[0]
+    assert sorted(topics.split(";")) == ["b", "c", "f", "l", "p"]
+
+
+def test_the_kind_of_each_record_comes_from_its_topic() -> None:
+    s = RiskSettings(proposals_topic="t.p", fills_topic="t.f", broker_positions_topic="t.b",
+                     commands_topic="t.c", limits_topic="t'l")  # fmt: skip
+    query = raw_inputs_query(s)
+    for topic, kind in [("t.p", "proposal"), ("t.f", "fill"), ("t.b", "broker_position"),
+                        ("t.c", "command"), ("t''l", "limits")]:  # fmt: skip
+        assert f"WHEN '{topic}' THEN '{kind}'" in query
+    assert query.endswith(" FROM raw_inputs") and "UNION" not in query
+
+
+def test_two_inputs_on_one_topic_are_refused() -> None:
+    with pytest.raises(ValidationError, match="topic of its own"):
+        RiskSettings(fills_topic="same", proposals_topic="same")
