@@ -47,6 +47,7 @@ from ticklake.catalog.tables import DEFAULT_NAMESPACE
 from ticklake.errors import TickLakeError
 from ticklake.ingestors.backoff import Backoff, parse_retry_after
 from ticklake.ingestors.exchanges import ExchangeAdapter
+from ticklake.ingestors.history_claims import Claim, ClaimBook
 from ticklake.ingestors.history_klines import candle_timeframe_us, fetch_klines
 from ticklake.ingestors.kafka_sink import KafkaSink
 from ticklake.ingestors.metrics import IngestorMetrics
@@ -96,6 +97,14 @@ class HistorySettings(BaseModel):
     )
     fetches_topic: str = HISTORY_FETCHES.name
     candles_topic: str = HISTORY_CANDLES.name
+    claims: bool = Field(
+        default=True,
+        description="claim each request in PostgreSQL, so that of several workers of one"
+        " exchange exactly one serves it (history_claims.py)",
+    )
+    claim_lease_s: float = Field(
+        default=30.0, gt=0, description="a claim's lease, renewed every third of it"
+    )
 
 
 class FetchFailedError(TickLakeError):
@@ -117,6 +126,10 @@ class WorkerStats:
     fetched: int = 0
     produced: int = 0
     skipped_present: int = 0
+    #: Requests another worker held when they arrived (kept on standby).
+    deferred: int = 0
+    #: Requests another worker had served (dropped).
+    served_elsewhere: int = 0
 
 
 class HistoryWorker:
@@ -134,6 +147,7 @@ class HistoryWorker:
         metrics: IngestorMetrics | None = None,
         rest_backoff: Backoff | None = None,
         clock_us: Callable[[], int] = now_us,
+        claims: ClaimBook | None = None,
     ) -> None:
         self.adapters = {a.name: a for a in adapters}
         self.sink = sink
@@ -147,6 +161,9 @@ class HistoryWorker:
         self.fetches: TopicSpec[HistoryFetch] = HISTORY_FETCHES.renamed(self.settings.fetches_topic)
         self.candles: TopicSpec[Candle] = HISTORY_CANDLES.renamed(self.settings.candles_topic)
         self.stats = WorkerStats()
+        self.claims = claims
+        #: Requests another worker holds: request id -> (request, when to ask again).
+        self.standby: dict[str, tuple[HistoryRequest, float]] = {}
         #: Set once the relay acknowledged the work-queue subscription.
         self.ready = threading.Event()
         self._clients: dict[str, Any] = {}
@@ -168,12 +185,20 @@ class HistoryWorker:
             while not stop.is_set():
                 getter = asyncio.ensure_future(queue.get())
                 stopper = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait({getter, stopper}, return_when="FIRST_COMPLETED")
+                due = min((at for _, at in self.standby.values()), default=None)
+                timeout = None if due is None else max(0.0, due - time.monotonic())
+                done, _ = await asyncio.wait(
+                    {getter, stopper}, timeout=timeout, return_when="FIRST_COMPLETED"
+                )
                 for task in (getter, stopper):
                     if task not in done:
                         task.cancel()
                 if getter in done:
                     await self.handle(getter.result())
+                now = time.monotonic()
+                for request, at in list(self.standby.values()):
+                    if at <= now and not stop.is_set():
+                        await self.handle(request)
         finally:
             halt.set()
             await asyncio.to_thread(receiver.join, 10)
@@ -186,6 +211,8 @@ class HistoryWorker:
                 await client.close()
         self._clients.clear()
         self._kline_clients.clear()
+        if self.claims is not None:
+            self.claims.close()
 
     def _receive(
         self,
@@ -210,8 +237,73 @@ class HistoryWorker:
         finally:
             consumer.close()
 
-    async def handle(self, request: HistoryRequest) -> HistoryFetch:
-        """Serve one request and report it on the fetches topic (never raises for bad input)."""
+    async def handle(self, request: HistoryRequest) -> HistoryFetch | None:
+        """Serve one request and report it on the fetches topic (never raises for bad input).
+
+        With a claim book, only the worker that claims the request serves it; the others
+        keep it on standby (``self.standby``) and return None (``history_claims.py``).
+        """
+        claim = await self._claim(request)
+        if claim is not None and claim.state != "mine":
+            if claim.state == "held":
+                self.stats.deferred += 1
+                due = time.monotonic() + claim.wait_s + 0.2
+                self.standby[request.request_id] = (request, due)
+                log.info("history %s: held by %s, asking again in %.1fs", request.request_id,
+                         claim.holder, claim.wait_s + 0.2)  # fmt: skip
+            else:
+                self.stats.served_elsewhere += 1
+                self.standby.pop(request.request_id, None)
+                log.info("history %s: served by %s", request.request_id, claim.holder)
+            return None
+        self.standby.pop(request.request_id, None)
+        renewer = asyncio.ensure_future(self._renew(request)) if claim is not None else None
+        served = False
+        try:
+            fetch = await self._serve_and_report(request)
+            served = True
+            return fetch
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+            if claim is not None and self.claims is not None:
+                try:
+                    await asyncio.to_thread(
+                        self.claims.finish, request.request_id, self.ingestor_id, done=served
+                    )
+                except Exception as exc:  # the lease runs out by itself
+                    log.warning("history %s: cannot close the claim: %s", request.request_id, exc)
+
+    async def _claim(self, request: HistoryRequest) -> Claim | None:
+        """The claim of ``request``; None without a claim book or when it cannot be asked
+        (then this worker serves: a request fetched twice is harmless, one lost is not)."""
+        if self.claims is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.claims.claim, request.request_id, self.ingestor_id)
+        except Exception as exc:
+            log.warning("history %s: claims unavailable (%s); serving it unclaimed",
+                        request.request_id, exc)  # fmt: skip
+            return None
+
+    async def _renew(self, request: HistoryRequest) -> None:
+        """Renew the lease every third of it while the request is being served."""
+        assert self.claims is not None
+        while True:
+            await asyncio.sleep(self.claims.lease_s / 3)
+            try:
+                mine = await asyncio.to_thread(
+                    self.claims.renew, request.request_id, self.ingestor_id
+                )
+            except Exception as exc:
+                log.warning("history %s: cannot renew the claim: %s", request.request_id, exc)
+                continue
+            if not mine:
+                log.warning("history %s: the claim was taken over (this worker was too slow"
+                            " to renew it); finishing anyway", request.request_id)  # fmt: skip
+                return
+
+    async def _serve_and_report(self, request: HistoryRequest) -> HistoryFetch:
         self.stats.requests += 1
         t0 = time.monotonic()
         try:

@@ -177,6 +177,11 @@ class IngestorService:
 
             catalog = load_catalog(self.connections)
             ensure_coverage_table(catalog, history.namespace)
+            claims = None
+            if history.claims:
+                from ticklake.ingestors.history_claims import PostgresClaims
+
+                claims = PostgresClaims(self.connections.catalog, lease_s=history.claim_lease_s)
             self.history = HistoryWorker(
                 self.adapters,
                 self.sink,
@@ -185,6 +190,7 @@ class IngestorService:
                 settings=history,
                 relay=self.relay,
                 metrics=self.metrics,
+                claims=claims,
             )
         self.metrics_port = self.metrics.serve(self.settings.metrics_port)
 

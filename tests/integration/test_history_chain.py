@@ -43,6 +43,7 @@ from ticklake.schemas import (
     HISTORY_FETCHES,
     HISTORY_READY,
     RAW_TRADES,
+    HistoryFetch,
     HistoryReady,
 )
 from ticklake.schemas.serde import decode
@@ -203,6 +204,11 @@ def chain(conn: Connections, tmp_path: Path) -> Iterator[dict[str, Any]]:
             ),
         )  # fmt: skip
         worker = Worker(settings, conn, relay_settings)
+        # A second worker of the same exchange: both receive every request (PUB/SUB); the
+        # claim in PostgreSQL lets exactly one of them serve it (history_claims.py).
+        worker_b = Worker(
+            settings.model_copy(update={"ingestor_id": f"it-hist-{run}-b"}), conn, relay_settings
+        )
         notifier = HistoryNotifier(
             NotifierSettings(
                 fetches_topic=names["fetches"],
@@ -221,7 +227,7 @@ def chain(conn: Connections, tmp_path: Path) -> Iterator[dict[str, Any]]:
         try:
             yield {
                 "exchange": exchange,
-                "worker": worker.service.history,
+                "workers": [worker.service.history, worker_b.service.history],
                 "notifier": notifier,
                 "client": RelayClient(relay_settings, client_id=f"it-{run}", context=context),
                 "job": job,
@@ -234,6 +240,7 @@ def chain(conn: Connections, tmp_path: Path) -> Iterator[dict[str, Any]]:
             notifier_thread.join(30)
             notifier.close()
             worker.stop()
+            worker_b.stop()
             job.stop()
             candles_job.stop()
             context.destroy(linger=0)
@@ -242,7 +249,8 @@ def chain(conn: Connections, tmp_path: Path) -> Iterator[dict[str, Any]]:
 def check_candles(chain: dict[str, Any], conn: Connections, now_ms: int) -> None:
     """Candles: the exchange's own klines of the closed windows, once, through the
     history_candles job; asked again, nothing is fetched."""
-    exchange, client, worker = chain["exchange"], chain["client"], chain["worker"]
+    exchange, client = chain["exchange"], chain["client"]
+    ids = {w.ingestor_id for w in chain["workers"]}
     c_start = (now_ms - 40 * MINUTE_MS) // MINUTE_MS * MINUTE_MS + 5_000
     c_end = c_start + 10 * MINUTE_MS
     chain["candles_job"].check()
@@ -268,18 +276,23 @@ def check_candles(chain: dict[str, Any], conn: Connections, now_ms: int) -> None
         for r in c_table.scan(selected_fields=("timeframe", "window_start_us", "ingestor_id"))
         .to_arrow()
         .to_pylist()
-        if r["ingestor_id"] == worker.ingestor_id
+        if r["ingestor_id"] in ids
     )
     assert len(windows) == 10 and max(windows.values()) == 1
 
 
 def test_history_request_end_to_end(chain: dict[str, Any], conn: Connections) -> None:
-    exchange, client, worker, job = (
+    exchange, client, workers, job = (
         chain["exchange"],
         chain["client"],
-        chain["worker"],
+        chain["workers"],
         chain["job"],
     )
+
+    def total(stat: str) -> int:
+        """A count over both workers (each request is served by one of them)."""
+        return sum(getattr(w.stats, stat) for w in workers)
+
     now_ms = time.time_ns() // 1_000_000
     start_ms = (now_ms - 15 * MINUTE_MS) // MINUTE_MS * MINUTE_MS + 17_123  # mid-minute
     end_ms = start_ms + 4 * MINUTE_MS
@@ -294,18 +307,18 @@ def test_history_request_end_to_end(chain: dict[str, Any], conn: Connections) ->
     assert first.ready.status == "complete"
     assert first.ready.row_count == len(expected)
     assert lake_rows(first.rows) == expected
-    assert worker.stats.fetched == len(expected) and worker.stats.produced == len(expected)
+    assert total("fetched") == len(expected) and total("produced") == len(expected)
 
     # Again: same rows, nothing fetched from the exchange, nothing produced, no duplicates.
-    served_before, calls_before = exchange.rest.requests, worker.stats.rest_calls
+    served_before, calls_before = exchange.rest.requests, total("rest_calls")
     again = client.request_history(
         "BINANCE", "BTC/USDT", "trades", start_ms * 1000, end_ms * 1000, timeout=120
     )
     assert again.ready.status == "complete"
     assert lake_rows(again.rows) == expected
     assert exchange.rest.requests == served_before
-    assert worker.stats.rest_calls == calls_before
-    assert worker.stats.produced == len(expected)
+    assert total("rest_calls") == calls_before
+    assert total("produced") == len(expected)
 
     # An overlapping range: only its uncovered part is fetched.
     later_end = end_ms + MINUTE_MS
@@ -314,7 +327,7 @@ def test_history_request_end_to_end(chain: dict[str, Any], conn: Connections) ->
     )
     tail = truth(exchange.url, "BTCUSDT", end_ms, later_end)
     assert lake_rows(overlap.rows) == truth(exchange.url, "BTCUSDT", end_ms - MINUTE_MS, later_end)
-    assert worker.stats.fetched == len(expected) + len(tail)
+    assert total("fetched") == len(expected) + len(tail)
 
     table = load_catalog(conn).load_table(f"{chain['namespace']}.trades")
     ids = Counter(
@@ -340,4 +353,13 @@ def test_history_request_end_to_end(chain: dict[str, Any], conn: Connections) ->
     records = consume_to_end(conn, chain["names"]["ready"], "read_committed")
     statuses = Counter(decode(HistoryReady, m.value()).status for m in records)
     assert statuses == {"complete": 5, "failed": 2}
+    # Two workers received each of the 7 requests; exactly one served each (one fetch
+    # report per request), and the other stood by or found it served.
+    fetches = Counter(
+        decode(HistoryFetch, m.value()).request_id
+        for m in consume_to_end(conn, chain["names"]["fetches"], "read_committed")
+    )
+    assert len(fetches) == 7 and set(fetches.values()) == {1}, fetches
+    assert total("requests") == 7
+    assert total("deferred") + total("served_elsewhere") >= 7
     assert HISTORY_READY.name != chain["names"]["ready"]
