@@ -368,21 +368,41 @@ def alerts_in_iceberg(conn: Connections, namespace: str) -> list[dict[str, Any]]
     return rows
 
 
+@dataclasses.dataclass(frozen=True)
+class CepRun:
+    """One test's own topics (one partition each), alerts table and patterns file."""
+
+    run: str
+    candles: TopicSpec[Any]
+    heartbeats: TopicSpec[Any]
+    alerts: TopicSpec[Any]
+    namespace: str
+    patterns_file: Path
+
+
+def fresh_run(conn: Connections, tmp_path: Path, tag: str, patterns: str) -> CepRun:
+    run = uuid.uuid4().hex[:8]
+    topics = [
+        dataclasses.replace(spec, name=f"it.cep.{tag}.{kind}.{run}", partitions=1)
+        for spec, kind in ((CANDLES, "candles"), (FEED_HEARTBEATS, "hb"), (ALERTS, "alerts"))
+    ]
+    ensure_topics(conn.kafka.bootstrap_servers, topics)
+    namespace = f"it_cep_{tag}_{run}"
+    assert ensure_alerts_table(load_catalog(conn), namespace)
+    patterns_file = tmp_path / "cep.toml"
+    patterns_file.write_text(patterns)
+    return CepRun(run, *topics, namespace=namespace, patterns_file=patterns_file)
+
+
 def test_cep_patterns_fire_on_crafted_tapes_and_stay_silent_on_quiet_ones(
     conn: Connections, tmp_path: Path, running_job: list[subprocess.Popen[str]]
 ) -> None:
-    run = uuid.uuid4().hex[:8]
-    candles = dataclasses.replace(CANDLES, name=f"it.cep.candles.{run}", partitions=1)
-    heartbeats = dataclasses.replace(FEED_HEARTBEATS, name=f"it.cep.hb.{run}", partitions=1)
-    alerts = dataclasses.replace(ALERTS, name=f"it.cep.alerts.{run}", partitions=1)
-    ensure_topics(conn.kafka.bootstrap_servers, [candles, heartbeats, alerts])
-    namespace = f"it_cep_{run}"
-    assert ensure_alerts_table(load_catalog(conn), namespace)
+    r = fresh_run(conn, tmp_path, "fire", PATTERNS_TOML)
+    run, candles, heartbeats, alerts = r.run, r.candles, r.heartbeats, r.alerts
+    namespace, patterns_file = r.namespace, r.patterns_file
     assert not ensure_alerts_table(load_catalog(conn), namespace)  # idempotent
     produce(conn, candles, candle_tape())
     produce(conn, heartbeats, heartbeat_tape())
-    patterns_file = tmp_path / "cep.toml"
-    patterns_file.write_text(PATTERNS_TOML)
 
     want = sorted(want_row(w) for w in expected_alerts())
     log = tmp_path / "job.log"
@@ -497,15 +517,9 @@ def test_cep_restart_from_a_checkpoint_loses_and_repeats_no_alert(
     """The job is killed (SIGKILL) mid-tape after its first alerts are committed, restarted
     from its last retained checkpoint, and the rest of the tapes arrive: every alert exactly
     once in Kafka and in Iceberg, the same six as in one uninterrupted run."""
-    run = uuid.uuid4().hex[:8]
-    candles = dataclasses.replace(CANDLES, name=f"it.cep.rc.{run}", partitions=1)
-    heartbeats = dataclasses.replace(FEED_HEARTBEATS, name=f"it.cep.rh.{run}", partitions=1)
-    alerts = dataclasses.replace(ALERTS, name=f"it.cep.ra.{run}", partitions=1)
-    ensure_topics(conn.kafka.bootstrap_servers, [candles, heartbeats, alerts])
-    namespace = f"it_cep_restart_{run}"
-    ensure_alerts_table(load_catalog(conn), namespace)
-    patterns_file = tmp_path / "cep.toml"
-    patterns_file.write_text(PATTERNS_TOML)
+    r = fresh_run(conn, tmp_path, "restart", PATTERNS_TOML)
+    run, candles, heartbeats, alerts = r.run, r.candles, r.heartbeats, r.alerts
+    namespace, patterns_file = r.namespace, r.patterns_file
     checkpoints = tmp_path / "checkpoints"
     args = [
         "--candles-topic", candles.name,
@@ -556,15 +570,9 @@ def test_dead_feed_fires_when_the_only_feed_stops(
     0.5 s) and stops, as when the only ingestor crashes. No other feed moves event time on;
     the liveness clock does once the topic is idle: exactly one dead_feed alert, for the
     last heartbeat, with its deadline worked out by hand."""
-    run = uuid.uuid4().hex[:8]
-    candles = dataclasses.replace(CANDLES, name=f"it.cep.lc.{run}", partitions=1)
-    heartbeats = dataclasses.replace(FEED_HEARTBEATS, name=f"it.cep.lh.{run}", partitions=1)
-    alerts = dataclasses.replace(ALERTS, name=f"it.cep.la.{run}", partitions=1)
-    ensure_topics(conn.kafka.bootstrap_servers, [candles, heartbeats, alerts])
-    namespace = f"it_cep_live_{run}"
-    ensure_alerts_table(load_catalog(conn), namespace)
-    patterns_file = tmp_path / "cep.toml"
-    patterns_file.write_text('[dead_feed]\nfactor = "2"\nmax_gap = "3s"\n')
+    r = fresh_run(conn, tmp_path, "live", '[dead_feed]\nfactor = "2"\nmax_gap = "3s"\n')
+    run, candles, heartbeats, alerts = r.run, r.candles, r.heartbeats, r.alerts
+    namespace, patterns_file = r.namespace, r.patterns_file
     log = tmp_path / "job.log"
     running_job.append(
         start_job(
