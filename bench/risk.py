@@ -487,8 +487,10 @@ def run(  # noqa: PLR0915
     }
     topics = {k: f"bench.risk.{run_id}.{k}" for k in specs}
     results: list[dict[str, Any]] = []
+    keep = os.environ.get("TICKLAKE_BENCH_WORK")  # keep the job log and observations there
     with scratch_stack(), tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = Path(keep or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         stack = Stack()
         stack.up()
         job = None

@@ -38,7 +38,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ticklake.catalog.connection import flink_catalog_ddl
 from ticklake.home import state_home
+from ticklake.jobs import flink_conf
 from ticklake.jobs.execution import statement_set, wait_unless_detached
+from ticklake.jobs.flink_conf import CHANNEL_BUFFERS, NETWORK_MEMORY, network_config
 from ticklake.jobs.ohlc_sql import JobSql, SqlOptions, job_sql, timeframe_seconds
 from ticklake.schemas.topics import (
     CANDLES,
@@ -156,10 +158,10 @@ class DedupOhlcSettings(BaseSettings):
     #: 10,000/s) the deduplication behind it, and so every live output, stopped for the rest
     #: of that flush (0.5-0.8 s). 500 buffers absorb it (bench/README.md, session 6). On the
     #: MiniCluster every channel is local: the sender's buffers are the only queue.
-    channel_buffers: int = Field(default=500, ge=10)
+    channel_buffers: int = Field(default=CHANNEL_BUFFERS, ge=10)
     #: Network memory of the embedded MiniCluster (the pool the channel buffers come from;
     #: Flink's local default is 64 MB). A standalone cluster keeps its own setting.
-    network_memory: str = "256mb"
+    network_memory: str = NETWORK_MEMORY
     #: More Flink configuration (``--flink-conf KEY=VALUE``), applied last: network
     #: buffers, state backend, metrics ... On the embedded MiniCluster it configures the
     #: cluster too; a standalone cluster takes its own ``config.yaml`` for cluster options.
@@ -227,10 +229,7 @@ class DedupOhlcSettings(BaseSettings):
             # Chained operators hand records on without copying them (SQL operators do
             # not keep references to their input records).
             "pipeline.object-reuse": "true",
-            "taskmanager.network.memory.max-buffers-per-channel": str(self.channel_buffers),
-            "taskmanager.network.memory.floating-buffers-per-gate": str(self.channel_buffers),
-            "taskmanager.memory.network.min": self.network_memory,
-            "taskmanager.memory.network.max": self.network_memory,
+            **network_config(self.channel_buffers, self.network_memory),
             **self.flink_conf,
         }
 
@@ -383,28 +382,9 @@ def parser() -> argparse.ArgumentParser:
     add("--live-linger", help="producer linger.ms of the live sinks, e.g. 5ms (default)")
     add("--buffer-timeout", help="network buffer timeout, e.g. 10ms (default); 0ms: per record")
     add("--source-fetch-wait", help="the source consumer's fetch.max.wait.ms, e.g. 10ms (default)")
-    add(
-        "--channel-buffers",
-        type=int,
-        help="network buffers an output channel may hold (default 500; Flink's 10)",
-    )
-    add("--network-memory", help="network memory of the embedded MiniCluster (default 256mb)")
-    add(
-        "--flink-conf",
-        action="append",
-        type=_key_value,
-        metavar="KEY=VALUE",
-        help="more Flink configuration, applied last (repeatable)",
-    )
+    flink_conf.add_arguments(p)
     add("--print-sql", action="store_true", help="print the job's SQL and exit")
     return p
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), value.strip()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

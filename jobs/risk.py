@@ -37,8 +37,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ticklake.catalog.connection import flink_catalog_ddl
 from ticklake.home import state_home
+from ticklake.jobs import flink_conf
 from ticklake.jobs.dedup_ohlc import Duration, _ms
 from ticklake.jobs.execution import wait_unless_detached
+from ticklake.jobs.flink_conf import CHANNEL_BUFFERS, NETWORK_MEMORY, network_config
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
 from ticklake.jobs.risk_inputs import ACCOUNT_INPUTS
 from ticklake.schemas.flink import kafka_table_ddl
@@ -129,6 +131,16 @@ class RiskSettings(BaseSettings):
     #: OHLC job's latency, but made no difference here (`bench risk`, session 5: the job is
     #: a queue at 1,000 proposals/s, so its fetches always find data).
     source_fetch_wait: Duration = timedelta(milliseconds=500)
+    #: Network buffers per output channel (Flink's default 10; ``jobs/flink_conf.py``). The
+    #: rules send to the exactly-once sinks and the audit writers through channels; with
+    #: 10 buffers and the 5 ms buffer timeout those hold ~50 ms of output, less than a
+    #: writer's pause at a checkpoint. The same setting as the dedup + OHLC job, where it
+    #: removed such stalls; here an A/B was inconclusive (``docs/risk.md``, section 6).
+    channel_buffers: int = Field(default=CHANNEL_BUFFERS, ge=10)
+    #: Network memory of the embedded MiniCluster.
+    network_memory: str = NETWORK_MEMORY
+    #: More Flink configuration (``--flink-conf KEY=VALUE``), applied last.
+    flink_conf: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _bounds(self) -> RiskSettings:
@@ -163,6 +175,8 @@ class RiskSettings(BaseSettings):
             "python.executable": sys.executable,
             "python.fn-execution.bundle.size": str(self.bundle_size),
             "python.fn-execution.bundle.time": str(_ms(self.bundle_time)),
+            **network_config(self.channel_buffers, self.network_memory),
+            **self.flink_conf,
         }
 
     def operator_config(self) -> RiskConfig:
@@ -448,7 +462,10 @@ def _candle_payload(row: Any) -> tuple[Any, ...]:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if v is not None}
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    if "flink_conf" in given:
+        given["flink_conf"] = dict(given["flink_conf"])
+    return given
 
 
 def parser() -> argparse.ArgumentParser:
@@ -492,6 +509,7 @@ def parser() -> argparse.ArgumentParser:
     add("--bundle-time", help="time per Python bundle (default 5ms)")
     add("--buffer-timeout", help="network buffer flush interval (default 5ms)")
     add("--source-fetch-wait", help="the sources' fetch.max.wait.ms (default 500ms)")
+    flink_conf.add_arguments(p)
     return p
 
 

@@ -33,3 +33,22 @@ def test_the_kind_of_each_record_comes_from_its_topic() -> None:
 def test_two_inputs_on_one_topic_are_refused() -> None:
     with pytest.raises(ValidationError, match="topic of its own"):
         RiskSettings(fills_topic="same", proposals_topic="same")
+
+
+def test_network_buffers_and_flink_conf_reach_the_job_config() -> None:
+    from ticklake.jobs.risk import _overrides, parser
+
+    default = RiskSettings().flink_config()
+    assert default["taskmanager.network.memory.max-buffers-per-channel"] == "500"
+    assert default["taskmanager.memory.network.max"] == "256mb"
+    args = parser().parse_args(
+        ["--channel-buffers", "20", "--flink-conf", "taskmanager.memory.network.max=64mb",
+         "--flink-conf", "state.backend.type=rocksdb"]
+    )  # fmt: skip
+    config = RiskSettings(**_overrides(args)).flink_config()
+    assert config["taskmanager.network.memory.max-buffers-per-channel"] == "20"
+    assert config["taskmanager.network.memory.floating-buffers-per-gate"] == "20"
+    assert config["taskmanager.memory.network.max"] == "64mb"  # applied last
+    assert config["state.backend.type"] == "rocksdb"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--flink-conf", "no-equals-sign"])
