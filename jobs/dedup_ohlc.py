@@ -104,8 +104,10 @@ class DedupOhlcSettings(BaseSettings):
     out_of_orderness: Duration = timedelta(seconds=5)
     #: A partition without records for this long stops holding the watermark back.
     idle_timeout: Duration = timedelta(seconds=30)
-    #: How long a trade key is remembered for deduplication (processing time).
-    dedup_ttl: Duration = timedelta(hours=1)
+    #: How long a trade key is remembered for deduplication (processing time since its
+    #: last access; ``0s``: for the whole run). Not given: 1 h for unbounded runs, the
+    #: whole run for ``bounded`` ones (``resolved_dedup_ttl``, docs/stream-jobs.md 3).
+    dedup_ttl: Duration | None = None
     checkpoint_interval: Duration = timedelta(seconds=10)
     #: Where checkpoints go; default ``file://<state home>/data/checkpoints/dedup_ohlc``.
     checkpoint_dir: str | None = None
@@ -189,8 +191,9 @@ class DedupOhlcSettings(BaseSettings):
     def _bounds(self) -> DedupOhlcSettings:
         if self.out_of_orderness < timedelta(0):
             raise ValueError("out_of_orderness must not be negative")
-        if self.dedup_ttl <= self.out_of_orderness:
-            raise ValueError("dedup_ttl must exceed out_of_orderness")
+        ttl = self.resolved_dedup_ttl()
+        if ttl < timedelta(0) or timedelta(0) < ttl <= self.out_of_orderness:
+            raise ValueError("dedup_ttl must exceed out_of_orderness (or be 0s: the whole run)")
         if not timedelta(0) < self.checkpoint_interval < self.transaction_timeout:
             raise ValueError("need 0 < checkpoint_interval < transaction_timeout")
         if self.buffer_timeout < timedelta(0) or self.live_linger < timedelta(0):
@@ -203,6 +206,20 @@ class DedupOhlcSettings(BaseSettings):
             raise ValueError("transaction_timeout must stay below the broker's 2 h maximum")
         return self
 
+    def resolved_dedup_ttl(self) -> timedelta:
+        """The dedup state's TTL; ``timedelta(0)``: none, every key is kept for the run.
+
+        A bounded run replays a range at whatever rate the machine allows (an hour of a
+        busy market in well under a minute), so a processing-time TTL measures the replay,
+        not the market: it expires nothing in a run shorter than itself, and costs every
+        state access its incremental clean-up (about a fifth of the job's CPU,
+        docs/stream-jobs.md section 8). Bounded runs therefore keep every key unless
+        ``dedup_ttl`` is given; their memory grows with the distinct trades of the run.
+        """
+        if self.dedup_ttl is not None:
+            return self.dedup_ttl
+        return timedelta(0) if self.bounded else timedelta(hours=1)
+
     def resolved_checkpoint_dir(self) -> str:
         if self.checkpoint_dir:
             return self.checkpoint_dir
@@ -214,7 +231,7 @@ class DedupOhlcSettings(BaseSettings):
             "pipeline.name": f"ticklake {JOB_NAME}",
             "table.local-time-zone": "UTC",
             "parallelism.default": str(self.parallelism),
-            "table.exec.state.ttl": f"{_ms(self.dedup_ttl)} ms",
+            "table.exec.state.ttl": f"{_ms(self.resolved_dedup_ttl())} ms",
             "table.exec.source.idle-timeout": f"{_ms(self.idle_timeout)} ms",
             "execution.checkpointing.interval": f"{_ms(self.checkpoint_interval)} ms",
             "execution.checkpointing.mode": "EXACTLY_ONCE",
@@ -361,7 +378,11 @@ def parser() -> argparse.ArgumentParser:
     add("--timeframes", help="comma-separated, e.g. 1m,5m,15m,1h,1d (the default)")
     add("--out-of-orderness", help="watermark bound, e.g. 5s (default)")
     add("--idle-timeout", help="idle-source timeout, e.g. 30s (default)")
-    add("--dedup-ttl", help="how long trade keys are remembered, e.g. 1h (default)")
+    add(
+        "--dedup-ttl",
+        help="how long trade keys are remembered, e.g. 6h; 0s: the whole run"
+        " (default: 1h, bounded runs the whole run)",
+    )
     add("--checkpoint-interval", help="e.g. 10s (default); Iceberg and Kafka commit on it")
     add("--checkpoint-dir", help="file:// or s3:// URI (default under the state home)")
     add("--parallelism", type=int, help="default parallelism (default 1)")

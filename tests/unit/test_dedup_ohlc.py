@@ -112,7 +112,7 @@ def test_plan_has_the_dedup_pattern_one_statement_set_and_no_python_udfs() -> No
     ]
     assert "'scan.bounded.mode' = 'latest-offset'" in text
     assert sql.config["table.local-time-zone"] == "UTC"
-    assert sql.config["table.exec.state.ttl"] == "3600000 ms"
+    assert sql.config["table.exec.state.ttl"] == "0 ms"  # bounded: keys kept for the run
     for tf in ("5m", "15m", "1h", "1d"):
         assert f"'{tf}' AS `timeframe`" in text
     assert "DESCRIPTOR(bar_time), INTERVAL '15' MINUTE" in text
@@ -343,3 +343,17 @@ def test_channel_buffers_and_network_memory_reach_the_flink_config() -> None:
     assert config["taskmanager.memory.network.max"] == "128mb"
     with pytest.raises(ValueError, match="greater than or equal to 10"):
         DedupOhlcSettings(channel_buffers=2)
+
+
+def test_dedup_ttl_defaults_to_one_hour_live_and_the_whole_run_when_bounded() -> None:
+    live, bounded = DedupOhlcSettings(), DedupOhlcSettings(bounded=True)
+    assert live.resolved_dedup_ttl() == timedelta(hours=1)
+    assert live.table_config()["table.exec.state.ttl"] == "3600000 ms"
+    assert bounded.resolved_dedup_ttl() == timedelta(0)
+    assert bounded.table_config()["table.exec.state.ttl"] == "0 ms"  # Flink: no TTL
+    given = DedupOhlcSettings(bounded=True, dedup_ttl="6h")  # type: ignore[arg-type]
+    assert given.table_config()["table.exec.state.ttl"] == "21600000 ms"
+    forever = DedupOhlcSettings(dedup_ttl="0s")  # type: ignore[arg-type]
+    assert forever.table_config()["table.exec.state.ttl"] == "0 ms"
+    with pytest.raises(ValidationError, match="out_of_orderness"):
+        DedupOhlcSettings(bounded=True, dedup_ttl="3s")  # type: ignore[arg-type]
