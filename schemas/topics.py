@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -270,6 +271,22 @@ TOPICS: tuple[TopicSpec[Any], ...] = (
 )
 
 
+def _partition_counts(admin: Any, names: list[str], timeout_s: float) -> dict[str, int]:
+    """Partitions of each topic in the broker's metadata.
+
+    A topic another process has just created can answer "already exists" before the
+    broker's metadata lists its partitions (0 for a moment): such a count is read again,
+    every 0.1 s up to ``timeout_s``, until it is not 0. Any other count is final.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = admin.list_topics(timeout=timeout_s).topics
+        have = {name: len(metadata[name].partitions) if name in metadata else 0 for name in names}
+        if all(have.values()) or time.monotonic() >= deadline:
+            return have
+        time.sleep(0.1)
+
+
 def ensure_topics(
     bootstrap_servers: str,
     specs: Iterable[TopicSpec[Any]] = TOPICS,
@@ -281,7 +298,9 @@ def ensure_topics(
 
     Idempotent: an existing topic is left as it is, but one whose partition count differs
     from the contract raises :class:`TopicError` (its keys would map to other partitions).
-    ``replication_factor=-1`` uses the broker's ``default.replication.factor``.
+    ``replication_factor=-1`` uses the broker's ``default.replication.factor``. Safe when
+    several processes ensure the same topics at once: exactly one creates each, and the
+    others wait for the broker's metadata to list its partitions.
     """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -319,12 +338,12 @@ def ensure_topics(
             ) from exc
     existing = [s for s in wanted if not created[s.name]]
     if existing:
-        metadata = admin.list_topics(timeout=timeout_s).topics
+        have = _partition_counts(admin, [s.name for s in existing], timeout_s)
         for spec in existing:
-            have = len(metadata[spec.name].partitions) if spec.name in metadata else 0
-            if have != spec.partitions:
+            if have[spec.name] != spec.partitions:
                 raise TopicError(
-                    f"topic {spec.name} has {have} partitions, the contract says {spec.partitions}",
+                    f"topic {spec.name} has {have[spec.name]} partitions, the contract says"
+                    f" {spec.partitions}",
                     hint="keys map to partitions by count; change the contract "
                     "(schemas/topics.py) and migrate deliberately, never by accident",
                 )

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -274,3 +275,41 @@ def test_cluster_checkpoints_and_savepoints_land_on_minio(
     s3 = flink_cluster.minio.s3_client()
     key = savepoint.removeprefix(f"s3://{bucket}/") + "/_metadata"
     assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+
+
+def test_ensure_topics_racing_another_process_sees_the_partitions(conn: Connections) -> None:
+    """Several processes start at once and each ensures the same fresh topics: whoever loses
+    the create gets "already exists" while the broker's metadata may not list the
+    partitions yet. Every caller must come back with the contract's count, never an error."""
+    import threading
+
+    from ticklake.schemas import RAW_TRADES
+    from ticklake.schemas.topics import ensure_topics
+
+    bootstrap = conn.kafka.bootstrap_servers
+    run = uuid.uuid4().hex[:8]
+    for round_ in range(10):
+        specs = [RAW_TRADES.renamed(f"it.race.{run}.{round_}.{i}") for i in range(3)]
+        barrier = threading.Barrier(4)
+        results: list[object] = []
+
+        def ensure(barrier: threading.Barrier, specs: list[Any], results: list[object]) -> None:
+            barrier.wait()
+            try:
+                results.append(ensure_topics(bootstrap, specs))
+            except Exception as exc:  # collected: the test fails on any
+                results.append(exc)
+
+        threads = [
+            threading.Thread(target=ensure, args=(barrier, specs, results)) for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        errors = [r for r in results if isinstance(r, Exception)]
+        assert not errors, errors
+        created = [r for r in results if isinstance(r, dict)]
+        assert len(created) == 4
+        for spec in specs:  # exactly one caller created each topic
+            assert sum(bool(r[spec.name]) for r in created) == 1, created
