@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -80,6 +81,8 @@ class BinanceRest:
     ):
         self.tape, self.faults, self.settings, self.clock = tape, faults, settings, clock
         self.requests = 0
+        #: Requests per path (``/api/v3/aggTrades`` ...): what a client asked for.
+        self.by_path: Counter[str] = Counter()
         self._weight_minute = 0
         self._weight = 0
 
@@ -102,6 +105,7 @@ class BinanceRest:
         if not request.path.startswith("/api/"):
             return await handler(request)
         self.requests += 1
+        self.by_path[request.path] += 1
         if self.faults.rest_latency_ms:
             await asyncio.sleep(self.faults.rest_latency_ms / 1000)
         weight = self._charge(WEIGHTS.get(request.path, 1))
