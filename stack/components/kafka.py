@@ -43,6 +43,19 @@ Configuration:
 """
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid()``, never one that starts with ``-``: about one id
+    in 64 would, and a command line would then read it as an option (the storage tool's
+    ``-t -E7S...`` failed with "expected one argument").
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 class KafkaComponent(Component):
     name = "kafka"
 
@@ -111,7 +124,7 @@ class KafkaComponent(Component):
         path = self.ctx.data_dir("kafka") / "cluster.id"
         if path.is_file():
             return path.read_text().strip()
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = new_cluster_id()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(cid + "\n")
         return cid
@@ -140,7 +153,7 @@ class KafkaComponent(Component):
         if not (self.log_dirs / "meta.properties").is_file():
             cmd = self._java(
                 "kafka.tools.StorageTool", "format", "--standalone",
-                "-t", self._cluster_id(), "-c", str(props),
+                f"--cluster-id={self._cluster_id()}", "-c", str(props),
             )  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:

@@ -313,3 +313,20 @@ def test_ensure_topics_racing_another_process_sees_the_partitions(conn: Connecti
         assert len(created) == 4
         for spec in specs:  # exactly one caller created each topic
             assert sum(bool(r[spec.name]) for r in created) == 1, created
+
+
+def test_kafka_storage_formats_with_any_cluster_id(tmp_path: Path) -> None:
+    """The real storage tool formats a directory whose cluster id starts with ``-`` (about
+    one random id in 64 did; the tool took it for an option), and new ids never do."""
+    from ticklake.stack.components.kafka import KafkaComponent, new_cluster_id
+    from ticklake.stack.context import StackContext
+    from ticklake.stack.settings import StackSettings
+
+    ctx = StackContext(StackSettings(home=tmp_path, cache=StackSettings().cache))
+    kafka = KafkaComponent(ctx)
+    ctx.data_dir("kafka").mkdir(parents=True)
+    (ctx.data_dir("kafka") / "cluster.id").write_text("-E7S3QFHTnmNNo1DWJb-xw\n")
+    kafka.configure()
+    meta = (kafka.log_dirs / "meta.properties").read_text()
+    assert "cluster.id=-E7S3QFHTnmNNo1DWJb-xw" in meta
+    assert not [c for c in (new_cluster_id() for _ in range(5000)) if c.startswith("-")]
