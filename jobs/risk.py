@@ -110,7 +110,8 @@ class RiskSettings(BaseSettings):
     adv_days: int = Field(default=20, ge=1)
     #: How often an account with open positions is marked to market between its events.
     monitor_interval: Duration = timedelta(seconds=1)
-    #: How long proposal, fill and command ids are remembered (duplicates ignored).
+    #: How long proposal, fill and command ids are remembered (duplicates ignored): at
+    #: least this long, at most twice (two generations, ``jobs/risk_seen.py``).
     dedup_ttl: Duration = timedelta(days=7)
     checkpoint_interval: Duration = timedelta(seconds=10)
     checkpoint_dir: str | None = None
@@ -148,6 +149,8 @@ class RiskSettings(BaseSettings):
             raise ValueError("need 0 < checkpoint_interval < transaction_timeout")
         if self.transaction_timeout >= timedelta(hours=2):
             raise ValueError("transaction_timeout must stay below the broker's 2 h maximum")
+        if self.dedup_ttl < timedelta(milliseconds=1):
+            raise ValueError("dedup_ttl must be at least 1 ms (ids are remembered that long)")
         topics = list(input_topics(self).values())
         if len(set(topics)) != len(topics):
             raise ValueError(
@@ -497,7 +500,8 @@ def parser() -> argparse.ArgumentParser:
     add("--atr-period", type=int, help="ATR period (default 14)")
     add("--adv-days", type=int, help="daily candles averaged for the ADV (default 20)")
     add("--monitor-interval", help="mark-to-market interval of open accounts (default 1s)")
-    add("--dedup-ttl", help="how long input ids are remembered (default 7d)")
+    add("--dedup-ttl",
+        help="input ids are remembered at least this long, at most twice (default 7d)")  # fmt: skip
     add("--checkpoint-interval", help="e.g. 10s (default); Kafka and Iceberg commit on it")
     add("--checkpoint-dir", help="file:// or s3:// URI (default under the state home)")
     add("--parallelism", type=int, help="default parallelism (default 1)")

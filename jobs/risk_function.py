@@ -5,8 +5,9 @@ account: proposals, fills, broker positions, commands, limits), the broadcast si
 market data (final candles) and the default limits (account ``*``). State, all in Flink:
 
 - keyed, per account: the :class:`Portfolio` (pickled), the account's limits, the ids of
-  proposals, fills and commands already applied (``MapState`` with a TTL: a repeated id is
-  ignored, so a proposal gets exactly one decision), the pending monitor timer;
+  proposals, fills and commands already applied (two generations of ``MapState``,
+  ``jobs/risk_seen.py``: a repeated id is ignored, so a proposal gets exactly one
+  decision), the pending monitor timer;
 - broadcast: one :class:`MarketState` per market and the default limits. Every parallel
   instance receives every broadcast element, so each keeps a plain dict mirror of it for
   fast reads and refills the mirror from the broadcast state after a restore.
@@ -29,7 +30,6 @@ from decimal import Decimal
 from typing import Any
 
 from pyflink.common import Row, Types
-from pyflink.common.time import Time
 from pyflink.common.typeinfo import TypeInformation
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import (
@@ -37,7 +37,7 @@ from pyflink.datastream.functions import (
     ProcessFunction,
     RuntimeContext,
 )
-from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from ticklake.jobs.risk_inputs import (
     ACCOUNT_INPUTS,
@@ -49,6 +49,7 @@ from ticklake.jobs.risk_inputs import (
 from ticklake.jobs.risk_market import CandleView, MarketState
 from ticklake.jobs.risk_portfolio import Event, Outcome, Portfolio, Violation
 from ticklake.jobs.risk_rules import Decision, decide, round8
+from ticklake.jobs.risk_seen import SeenIds
 from ticklake.schemas.models import DeadLetter, WireModel
 from ticklake.schemas.risk import (
     AccountCommand,
@@ -269,10 +270,18 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.portfolio = runtime_context.get_state(ValueStateDescriptor("portfolio", pickled))
         self.limits = runtime_context.get_state(ValueStateDescriptor("limits", pickled))
         self.timer = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
-        seen = MapStateDescriptor("seen", Types.STRING(), Types.BOOLEAN())
-        ttl = StateTtlConfig.new_builder(Time.milliseconds(self.config.dedup_ttl_ms)).build()
-        seen.enable_time_to_live(ttl)
-        self.seen = runtime_context.get_map_state(seen)
+        # Not a MapState with a TTL: on the heap backend its clean-up copies whole maps
+        # (jobs/risk_seen.py).
+        seen = [
+            runtime_context.get_map_state(
+                MapStateDescriptor(f"seen_ids_{i}", Types.STRING(), Types.BOOLEAN())
+            )
+            for i in (0, 1)
+        ]
+        generation = runtime_context.get_state(
+            ValueStateDescriptor("seen_generation", Types.LONG())
+        )
+        self.seen = SeenIds((seen[0], seen[1]), generation, self.config.dedup_ttl_ms)
         self.mirror = {}
         self.default_limits = {}
 
@@ -317,11 +326,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         return limits
 
     def _first_time(self, kind: str, ident: str) -> bool:
-        key = f"{kind}:{ident}"
-        if self.seen.contains(key):
-            return False
-        self.seen.put(key, True)
-        return True
+        return self.seen.first_time(f"{kind}:{ident}", time.time_ns() // 1_000_000)
 
     def process_element(self, value: tuple[str, str, Any], ctx: Any) -> Iterator[Any]:
         """``(kind, account, record)`` from :class:`InputDecoder`: records are validated."""

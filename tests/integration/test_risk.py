@@ -626,6 +626,41 @@ def test_group_cap_and_reconciliation_kill_switch(risk: RiskRun) -> None:
     events.close()
 
 
+def test_repeated_ids_are_applied_once(risk: RiskRun) -> None:
+    """A fill and a proposal each delivered twice (a producer's retry): the fill counts once
+    and the proposal gets one decision. The ids live in the job's two generations of
+    keyed state (jobs/risk_seen.py)."""
+    tail = risk.live_decisions()
+    acct = f"dup-{risk.tag}"
+    risk.flat_market("DUP/USDT")
+    risk.limits(acct, max_position=D("0.5"))
+    risk.deposit(acct, "100000")
+    risk.probe(tail, acct, "DUP/USDT", loaded("100000"))
+    fill = Fill(
+        fill_id=risk.next_id("f"), account=acct, exchange="BINANCE", symbol="DUP/USDT",
+        side="buy", qty=D(10), price=D(100), fee=D(0), fill_ts_us=now_us(),
+        receipt_ts_us=now_us(),
+    )  # fmt: skip
+    risk.send(RISK_FILLS, fill, fill)
+    # A distinct fill after both copies (same partition: the account is the key), so a
+    # decision that sees it has seen both copies: 11 x 100 once, 21 x 100 if counted twice.
+    risk.fill(acct, "DUP/USDT", "buy", "1", "100")
+    seen = risk.probe(tail, acct, "DUP/USDT", lambda d: (d.symbol_exposure or 0) >= 1100)
+    assert seen.symbol_exposure == 1100 and seen.cash == 100000 - 1100, seen
+
+    ts = now_us()
+    proposal = OrderProposal(
+        proposal_id=risk.next_id("p"), account=acct, exchange="BINANCE", symbol="DUP/USDT",
+        side="buy", source_id="it", signal_ts_us=ts, created_ts_us=ts,
+    )  # fmt: skip
+    risk.send(RISK_PROPOSALS, proposal, proposal)
+    after = risk.propose(acct, "DUP/USDT")  # decided after both copies (same partition)
+    risk.decision(tail, after)
+    decided = risk.all_decided_once({proposal.proposal_id, after})
+    assert Counter(d.proposal_id for d in decided) == {proposal.proposal_id: 1, after: 1}
+    tail.close()
+
+
 def test_invalid_inputs_are_dead_lettered_and_the_job_goes_on(risk: RiskRun) -> None:
     """Undecodable bytes and records that break the contract, among valid ones, on every
     account input topic: each lands on the dead-letter topic once, with its reason and its
