@@ -202,8 +202,12 @@ def observer_process(  # noqa: PLR0917
             if msg.topic() == topics["decisions_live"]:
                 d = decode(RiskDecision, msg.value() or b"")
                 decisions.append(
-                    (d.proposal_id, now - d.proposal_ts_us, d.decision_ts_us - d.proposal_ts_us,
-                     d.proposal_ts_us)  # fmt: skip
+                    (
+                        d.proposal_id,
+                        now - d.proposal_ts_us,
+                        d.decision_ts_us - d.proposal_ts_us,
+                        d.proposal_ts_us,
+                    )
                 )
                 counts[0] += 1
                 counts[2] = now
