@@ -15,6 +15,7 @@ Measured: ``bench/README.md`` (freshness, session 6; risk, session 8).
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 #: Buffers per output channel (and floating buffers per input gate); Flink's default is 10.
 CHANNEL_BUFFERS = 500
@@ -58,3 +59,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="more Flink configuration, applied last (repeatable)",
     )
+
+
+def given_arguments(args: argparse.Namespace, *skip: str) -> dict[str, Any]:
+    """The flags that were given (``None``: not given, so the environment or the default
+    holds), ``--flink-conf`` pairs as a dict; ``skip`` names flags that are not settings."""
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
+    if "flink_conf" in given:
+        given["flink_conf"] = dict(given["flink_conf"])
+    return given

@@ -465,10 +465,7 @@ def _candle_payload(row: Any) -> tuple[Any, ...]:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    if "flink_conf" in given:
-        given["flink_conf"] = dict(given["flink_conf"])
-    return given
+    return flink_conf.given_arguments(args)
 
 
 def parser() -> argparse.ArgumentParser:
