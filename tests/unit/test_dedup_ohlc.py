@@ -357,3 +357,28 @@ def test_dedup_ttl_defaults_to_one_hour_live_and_the_whole_run_when_bounded() ->
     assert forever.table_config()["table.exec.state.ttl"] == "0 ms"
     with pytest.raises(ValidationError, match="out_of_orderness"):
         DedupOhlcSettings(bounded=True, dedup_ttl="3s")  # type: ignore[arg-type]
+
+
+def test_changelog_state_backend_on_unbounded_off_bounded_and_by_flag() -> None:
+    from ticklake.jobs.dedup_ohlc import _overrides, parser
+
+    live = DedupOhlcSettings(checkpoint_dir="s3://b/flink/checkpoints/")
+    config = live.table_config()
+    assert config["state.changelog.enabled"] == "true"
+    assert config["state.changelog.storage"] == "filesystem"
+    assert config["dstl.dfs.base-path"] == "s3://b/flink/checkpoints/changelog"
+    assert config["state.changelog.periodic-materialize.interval"] == "600000 ms"
+    # NO_CLAIM restores demand a full first snapshot, which the changelog backend refuses.
+    assert config["execution.state-recovery.claim-mode"] == "CLAIM"
+    assert "state.changelog.enabled" not in DedupOhlcSettings(bounded=True).table_config()
+    args = parser().parse_args(["--bounded", "--state-changelog", "--state-materialize", "2min"])
+    forced = DedupOhlcSettings(**_overrides(args)).table_config()
+    assert forced["state.changelog.enabled"] == "true"
+    assert forced["state.changelog.periodic-materialize.interval"] == "120000 ms"
+    off = DedupOhlcSettings(**_overrides(parser().parse_args(["--no-state-changelog"])))
+    assert "state.changelog.enabled" not in off.table_config()
+    # --flink-conf is applied last: it can still turn the backend off.
+    over = DedupOhlcSettings(flink_conf={"state.changelog.enabled": "false"}).table_config()
+    assert over["state.changelog.enabled"] == "false"
+    with pytest.raises(ValidationError, match="state_materialize"):
+        DedupOhlcSettings(state_materialize="0s")  # type: ignore[arg-type]
