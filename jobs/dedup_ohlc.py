@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 from collections.abc import Sequence
 from datetime import timedelta
@@ -42,6 +43,8 @@ from ticklake.jobs import flink_conf
 from ticklake.jobs.execution import statement_set, wait_unless_detached
 from ticklake.jobs.flink_conf import CHANNEL_BUFFERS, NETWORK_MEMORY, network_config
 from ticklake.jobs.ohlc_sql import JobSql, SqlOptions, job_sql, timeframe_seconds
+from ticklake.jobs.state_sizing import DedupCapacity
+from ticklake.logs import configure as configure_logging
 from ticklake.schemas.topics import (
     CANDLES,
     LATE_TRADES,
@@ -178,6 +181,13 @@ class DedupOhlcSettings(BaseSettings):
     #: buffers, state backend, metrics ... On the embedded MiniCluster it configures the
     #: cluster too; a standalone cluster takes its own ``config.yaml`` for cluster options.
     flink_conf: dict[str, str] = Field(default_factory=dict)
+    #: Options of the embedded MiniCluster's JVM, which this job's process starts, e.g.
+    #: ``-Xmx24g`` for the dedup keys of a long TTL (``ticklake.jobs.state_sizing``). Put
+    #: before PyFlink's ``JVM_ARGS``, so a user's own ``JVM_ARGS`` win; a standalone
+    #: cluster's JVMs are configured by its ``config.yaml``. None by default: the JVM
+    #: takes a quarter of the machine's memory and G1 (bench/README.md, session 10, for
+    #: the collector flags tried).
+    embedded_jvm_options: str = ""
 
     @field_validator("timeframes", mode="before")
     @classmethod
@@ -370,6 +380,41 @@ def ensure_live_topics(settings: DedupOhlcSettings, bootstrap_servers: str) -> N
         log.warning("could not ensure the live topics %s: %s", [s.name for s in specs], exc)
 
 
+def add_embedded_jvm_options(options: str) -> None:
+    """Put ``options`` before ``JVM_ARGS``, which PyFlink gives the MiniCluster's JVM.
+
+    Takes effect when this process starts its gateway JVM (the first table environment);
+    options already in ``JVM_ARGS`` come after these, and HotSpot takes the last of a flag.
+    """
+    if not options.strip() or options in os.environ.get("JVM_ARGS", ""):
+        return
+    os.environ["JVM_ARGS"] = f"{options.strip()} {os.environ.get('JVM_ARGS', '')}".strip()
+
+
+#: The design's trade rate (the freshness target's): an unbounded job whose heap cannot
+#: hold this rate's keys for the TTL is told so with a warning.
+DESIGN_RATE = 10_000
+
+
+def log_dedup_capacity(settings: DedupOhlcSettings) -> DedupCapacity | None:
+    """Log how many dedup keys the embedded MiniCluster's heap holds (heap backend only).
+
+    A warning when an unbounded run's TTL cannot hold ``DESIGN_RATE`` trades/s: its keys
+    would outgrow the heap (``ticklake.jobs.state_sizing``, docs/stream-jobs.md section 3).
+    """
+    backend = settings.flink_conf.get("state.backend.type", "hashmap").lower()
+    if backend not in ("hashmap", "heap"):
+        return None
+    from pyflink.java_gateway import get_gateway
+
+    max_heap = int(get_gateway().jvm.java.lang.Runtime.getRuntime().maxMemory())
+    capacity = DedupCapacity(max_heap, settings.resolved_dedup_ttl())
+    rate = capacity.sustained_rate
+    level = logging.WARNING if rate is not None and rate < DESIGN_RATE else logging.INFO
+    log.log(level, capacity.describe())
+    return capacity
+
+
 def plan(settings: DedupOhlcSettings, conn: Connections) -> JobSql:
     """The job's configuration and SQL, without running anything."""
     return job_sql(settings.sql_options(conn), settings.table_config(), flink_catalog_ddl(conn))
@@ -383,7 +428,13 @@ def build(
 
     conn = conn or Connections.load()
     sql = plan(settings, conn)
+    # Set by `flink run` for its Python driver: the state then lives on the cluster.
+    embedded = "PYFLINK_GATEWAY_PORT" not in os.environ
+    if embedded:
+        add_embedded_jvm_options(settings.embedded_jvm_options)
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    if embedded:
+        log_dedup_capacity(settings)
     ensure_live_topics(settings, conn.kafka.bootstrap_servers)
     return t_env, statement_set(t_env, sql)
 
@@ -436,6 +487,9 @@ def parser() -> argparse.ArgumentParser:
     add("--live-linger", help="producer linger.ms of the live sinks, e.g. 5ms (default)")
     add("--buffer-timeout", help="network buffer timeout, e.g. 10ms (default); 0ms: per record")
     add("--source-fetch-wait", help="the source consumer's fetch.max.wait.ms, e.g. 10ms (default)")
+    add("--embedded-jvm-options",
+        help="the embedded MiniCluster's JVM options, e.g. --embedded-jvm-options=-Xmx24g"
+        " (default none)")  # fmt: skip
     flink_conf.add_arguments(p)
     add("--print-sql", action="store_true", help="print the job's SQL and exit")
     return p
@@ -443,6 +497,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    configure_logging()
     settings = DedupOhlcSettings(**_overrides(args))
     conn = Connections.load()
     if args.print_sql:

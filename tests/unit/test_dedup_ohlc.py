@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -382,3 +383,27 @@ def test_changelog_state_backend_on_unbounded_off_bounded_and_by_flag() -> None:
     assert over["state.changelog.enabled"] == "false"
     with pytest.raises(ValidationError, match="state_materialize"):
         DedupOhlcSettings(state_materialize="0s")  # type: ignore[arg-type]
+
+
+def test_embedded_jvm_options_go_before_the_users_jvm_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ticklake.jobs.dedup_ohlc import _overrides, add_embedded_jvm_options, parser
+
+    assert DedupOhlcSettings().embedded_jvm_options == ""
+    monkeypatch.delenv("JVM_ARGS", raising=False)
+    add_embedded_jvm_options("-XX:MaxTenuringThreshold=1")
+    assert os.environ["JVM_ARGS"] == "-XX:MaxTenuringThreshold=1"
+    add_embedded_jvm_options("-XX:MaxTenuringThreshold=1")  # a second job in the process
+    assert os.environ["JVM_ARGS"] == "-XX:MaxTenuringThreshold=1"
+    # HotSpot takes the last occurrence of a flag: the user's own JVM_ARGS win.
+    monkeypatch.setenv("JVM_ARGS", "-Xmx24g -XX:MaxTenuringThreshold=4")
+    add_embedded_jvm_options("-XX:MaxTenuringThreshold=1")
+    assert os.environ["JVM_ARGS"] == (
+        "-XX:MaxTenuringThreshold=1 -Xmx24g -XX:MaxTenuringThreshold=4"
+    )
+    monkeypatch.setenv("JVM_ARGS", "-Xmx8g")
+    add_embedded_jvm_options("")
+    assert os.environ["JVM_ARGS"] == "-Xmx8g"
+    args = parser().parse_args(["--embedded-jvm-options=-XX:+UseParallelGC"])
+    assert DedupOhlcSettings(**_overrides(args)).embedded_jvm_options == "-XX:+UseParallelGC"
+    none = parser().parse_args(["--embedded-jvm-options="])
+    assert DedupOhlcSettings(**_overrides(none)).embedded_jvm_options == ""
