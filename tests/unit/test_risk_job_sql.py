@@ -52,3 +52,21 @@ def test_network_buffers_and_flink_conf_reach_the_job_config() -> None:
     assert config["state.backend.type"] == "rocksdb"
     with pytest.raises(SystemExit):
         parser().parse_args(["--flink-conf", "no-equals-sign"])
+
+
+def test_checkpoints_are_unaligned_unless_turned_off() -> None:
+    from ticklake.jobs.risk import _overrides, parser
+
+    assert RiskSettings().flink_config()["execution.checkpointing.unaligned.enabled"] == "true"
+    args = parser().parse_args(["--no-unaligned-checkpoints"])
+    config = RiskSettings(**_overrides(args)).flink_config()
+    assert config["execution.checkpointing.unaligned.enabled"] == "false"
+    forced = parser().parse_args(
+        ["--flink-conf", "execution.checkpointing.unaligned.enabled=false"]
+    )
+    assert (
+        RiskSettings(**_overrides(forced)).flink_config()[
+            "execution.checkpointing.unaligned.enabled"
+        ]
+        == "false"
+    )  # --flink-conf is applied last
