@@ -43,7 +43,7 @@ from ticklake.jobs import flink_conf
 from ticklake.jobs.execution import statement_set, wait_unless_detached
 from ticklake.jobs.flink_conf import CHANNEL_BUFFERS, NETWORK_MEMORY, network_config
 from ticklake.jobs.ohlc_sql import JobSql, SqlOptions, job_sql, timeframe_seconds
-from ticklake.jobs.state_sizing import DedupCapacity
+from ticklake.jobs.state_sizing import DESIGN_RATE, DedupCapacity
 from ticklake.logs import configure as configure_logging
 from ticklake.schemas.topics import (
     CANDLES,
@@ -386,14 +386,9 @@ def add_embedded_jvm_options(options: str) -> None:
     Takes effect when this process starts its gateway JVM (the first table environment);
     options already in ``JVM_ARGS`` come after these, and HotSpot takes the last of a flag.
     """
-    if not options.strip() or options in os.environ.get("JVM_ARGS", ""):
-        return
-    os.environ["JVM_ARGS"] = f"{options.strip()} {os.environ.get('JVM_ARGS', '')}".strip()
-
-
-#: The design's trade rate (the freshness target's): an unbounded job whose heap cannot
-#: hold this rate's keys for the TTL is told so with a warning.
-DESIGN_RATE = 10_000
+    options, current = options.strip(), os.environ.get("JVM_ARGS", "")
+    if options and options not in current:
+        os.environ["JVM_ARGS"] = f"{options} {current}".strip()
 
 
 def log_dedup_capacity(settings: DedupOhlcSettings) -> DedupCapacity | None:

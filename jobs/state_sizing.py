@@ -21,6 +21,9 @@ from datetime import timedelta
 
 #: Live heap per dedup key, measured (see the module docstring); rounded up.
 DEDUP_KEY_HEAP_BYTES = 310
+#: The design's trade rate (the freshness target's): the rate a job's heap is measured
+#: against; an unbounded job that cannot hold it for its TTL is told so with a warning.
+DESIGN_RATE = 10_000
 #: The share of the heap the dedup state may take: the rest is the window state, the
 #: records in flight, the Iceberg writers' buffers, and the collector's headroom.
 DEDUP_HEAP_SHARE = 0.5
@@ -65,7 +68,8 @@ class DedupCapacity:
             )
         return (
             f"{head}; with the {_duration(self.ttl)} TTL that is {rate:,.0f} trades/s "
-            f"sustained (10,000 trades/s needs -Xmx{math.ceil(self.heap_for(10_000) / 2**30)}g): "
+            f"sustained ({DESIGN_RATE:,} trades/s needs "
+            f"-Xmx{math.ceil(self.heap_for(DESIGN_RATE) / 2**30)}g): "
             "above it, give a larger heap (--embedded-jvm-options=-Xmx...), a shorter "
             "--dedup-ttl, or run on the cluster's RocksDB backend"
         )
