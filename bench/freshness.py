@@ -297,12 +297,23 @@ def _observer(kind: str, bootstrap: str, topics: str, out: Path) -> None:
 # -- the benchmark -----------------------------------------------------------------------
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+def _spawn(
+    args: list[str], env: dict[str, str], log: Path, *, ready_line: bool = False
+) -> subprocess.Popen[str]:
+    """Start a child in its own session, its output to ``log``.
+
+    ``ready_line``: its stdout is a pipe, for the one ``ready`` line an observer prints.
+    Every other child writes stdout to the log too: a pipe nobody reads fills at 64 KiB and
+    then blocks the writer. The job's JVM logs Hadoop's INFO lines (a Parquet compressor
+    per data file) to stdout, and with a pipe here it froze after 7-8 minutes at 10,000
+    trades/s, its Iceberg writer stuck in ``FileOutputStream.write`` (session 11).
+    """
+    out = log.open("w")
     return subprocess.Popen(
         args,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=log.open("w"),
+        stdout=subprocess.PIPE if ready_line else out,
+        stderr=out,
         text=True,
         start_new_session=True,
     )
@@ -479,7 +490,8 @@ def run(  # noqa: PLR0912, PLR0915
                                     ("relay", "")]:  # fmt: skip
                     out = work / f"{kind}-{i}.json"
                     p = _spawn([py, "-m", "ticklake.bench.freshness", "_observe", kind,
-                                bootstrap, topic, str(out)], env, work / f"{kind}.log")  # fmt: skip
+                                bootstrap, topic, str(out)], env, work / f"{kind}.log",
+                               ready_line=True)  # fmt: skip
                     assert p.stdout is not None
                     if p.stdout.readline().strip() != "ready":
                         raise RuntimeError(f"observer {kind} failed: see {work}/{kind}.log")
