@@ -44,7 +44,10 @@ def main() -> None:
     conn = Connections.load()
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
+    from ticklake.jobs.gateway_output import drain_gateway_stderr
+
     sql = dedup_ohlc.plan(settings, conn)
+    drain_gateway_stderr()
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     ensure_live = getattr(dedup_ohlc, "ensure_live_topics", None)
     if ensure_live is not None and a.sinks != "iceberg":

@@ -15,11 +15,13 @@ from pyflink.table import EnvironmentSettings, TableEnvironment, TableResult
 
 from ticklake.catalog.connection import flink_catalog_ddl
 from ticklake.jobs.execution import wait_unless_detached
+from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.settings import Connections
 
 
 def build(conn: Connections, table: str, csv_path: str) -> tuple[TableEnvironment, str]:
     """The table environment with source and catalog registered, and the INSERT to run."""
+    drain_gateway_stderr()
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     t_env.get_config().set("parallelism.default", "1")
     t_env.execute_sql(flink_catalog_ddl(conn))

@@ -48,6 +48,7 @@ from ticklake.jobs.cep_sql import (
 )
 from ticklake.jobs.dedup_ohlc import Duration
 from ticklake.jobs.execution import statement_set, wait_unless_detached
+from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.ohlc_sql import JobSql, timeframe_seconds
 from ticklake.schemas.topics import ALERTS, CANDLES, FEED_HEARTBEATS
 from ticklake.settings import Connections
@@ -239,6 +240,7 @@ def build(
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
     sql = plan(settings, conn or Connections.load())
+    drain_gateway_stderr()
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     return t_env, statement_set(t_env, sql)
 

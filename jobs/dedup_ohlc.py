@@ -42,6 +42,7 @@ from ticklake.home import state_home
 from ticklake.jobs import flink_conf
 from ticklake.jobs.execution import statement_set, wait_unless_detached
 from ticklake.jobs.flink_conf import CHANNEL_BUFFERS, NETWORK_MEMORY, network_config
+from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.ohlc_sql import JobSql, SqlOptions, job_sql, timeframe_seconds
 from ticklake.jobs.state_sizing import DESIGN_RATE, DedupCapacity
 from ticklake.logs import configure as configure_logging
@@ -427,6 +428,7 @@ def build(
     embedded = "PYFLINK_GATEWAY_PORT" not in os.environ
     if embedded:
         add_embedded_jvm_options(settings.embedded_jvm_options)
+    drain_gateway_stderr()
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     if embedded:
         log_dedup_capacity(settings)

@@ -25,6 +25,7 @@ from ticklake.catalog.connection import flink_catalog_ddl
 from ticklake.home import state_home
 from ticklake.jobs.execution import wait_unless_detached
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
+from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.ohlc_sql import ICEBERG_CANDLE_COLUMNS
 from ticklake.schemas.flink import kafka_table_ddl
 from ticklake.schemas.models import Candle
@@ -129,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = HistoryCandlesSettings(**overrides)
     conn = Connections.load()
     setup, insert = statements(settings, conn)
+    drain_gateway_stderr()
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     config = t_env.get_config()
     for key, value in settings.table_config().items():

@@ -42,6 +42,7 @@ from ticklake.jobs.dedup_ohlc import Duration, _ms
 from ticklake.jobs.execution import wait_unless_detached
 from ticklake.jobs.flink_conf import CHANNEL_BUFFERS, NETWORK_MEMORY, network_config
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
+from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.risk_inputs import ACCOUNT_INPUTS
 from ticklake.schemas.flink import kafka_table_ddl
 from ticklake.schemas.models import Candle, DeadLetter, WireModel
@@ -400,6 +401,7 @@ def build(
     config = Configuration()
     for key, value in settings.flink_config().items():
         config.set_string(key, value)
+    drain_gateway_stderr()
     env = StreamExecutionEnvironment.get_execution_environment(config)
     t_env = StreamTableEnvironment.create(env)
     for key, value in settings.flink_config().items():

@@ -40,6 +40,7 @@ from ticklake.catalog.connection import flink_catalog_ddl
 from ticklake.errors import JobError
 from ticklake.jobs.execution import wait_unless_detached
 from ticklake.jobs.functions import function_ddl
+from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.settings import Connections
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ def build(
         if streaming
         else EnvironmentSettings.in_batch_mode()
     )
+    drain_gateway_stderr()
     t_env = TableEnvironment.create(settings)
     config = t_env.get_config()
     if parallelism:

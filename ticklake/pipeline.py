@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -136,9 +137,15 @@ def _start_ingestor(
         "--markets", ",".join(markets), "--exchange-url", url,
         "--ingestor-id", ingestor_id, "--since-ms", str(since_ms),
     ]  # fmt: skip
-    return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    # Its log to an unnamed file, not a pipe: a pipe that nobody reads while the ingestor
+    # runs fills at 64 KiB, and then its next log line blocks the ingestor for good (a long
+    # `--live-seconds`). The file stands in as `proc.stderr` for `_ingestor_failed`.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _stop)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
     )
+    proc.stderr = log
+    return proc
 
 
 def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -151,10 +158,15 @@ def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def _ingestor_failed(proc: subprocess.Popen[bytes], name: str) -> TickLakeError:
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    err = ""
+    if proc.stderr is not None:
+        proc.stderr.seek(0)
+        err = proc.stderr.read().decode(errors="replace")
     return StackError(
         f"ingestor {name} exited with code {proc.returncode}",
         detail="\n".join(err.splitlines()[-20:]),
