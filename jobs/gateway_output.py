@@ -10,7 +10,9 @@ pipe; at 64 KiB the writing thread blocks for good, and the task it belongs to w
 :func:`drain_gateway_stderr` wraps PyFlink's launcher so that a daemon thread copies the
 JVM's stderr to this process's stderr as it comes. Call it before the first table or
 stream environment is created. Under ``flink run`` (a cluster) the gateway is the Flink
-client's, not started here, and the wrapper is never called.
+client's, not started here, and the wrapper is never called. If the JVM dies during
+start-up, its last words reach this process's stderr through that thread, and PyFlink's
+own error may quote less of them.
 """
 
 from __future__ import annotations
