@@ -37,8 +37,14 @@ HISTORY_COVERAGE = "history_coverage"
 
 #: Properties of every market table. Flink writes GZIP Parquet unless the table says
 #: otherwise; 128 MiB files are the usual Iceberg target (compaction aims at it too).
+#: Parquet dictionaries stop at 32 KiB a column (Parquet's default is 2 MiB): the
+#: low-cardinality columns (exchange, symbol, side, ingestor) stay dictionary-encoded, the
+#: unique ones (trade ids, timestamps) fall back to plain encoding after a few thousand
+#: values instead of hashing every value of a checkpoint's file into a dictionary that
+#: compresses nothing (10% of the streaming job's Java CPU at 10,000 trades/s).
 TABLE_PROPERTIES: dict[str, str] = {
     "write.parquet.compression-codec": "zstd",
+    "write.parquet.dict-size-bytes": str(32 * 1024),
     "write.target-file-size-bytes": str(128 * 1024 * 1024),
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "100",

@@ -38,19 +38,27 @@ RUN --mount=type=cache,target=/root/.m2 \
     done
 
 # ---------------------------------------------------------------------------------------------
-# Stage 1b: ticklake's Flink SQL functions (jobs/java/), compiled against this image's own Flink
-# jars, as `ticklake setup` compiles them against the PyFlink wheel's (stack/components/flink.py).
+# Stage 1b: ticklake's Flink SQL functions (jobs/java/src) and its patched dependency classes
+# (jobs/java/patches), compiled against this image's own Flink jars (and, for the patches, the
+# connector jars), as `ticklake setup` compiles them against the PyFlink wheel's
+# (stack/components/flink.py).
 # ---------------------------------------------------------------------------------------------
 FROM ${FLINK_IMAGE} AS flink-dist
 FROM maven:3.9-eclipse-temurin-17 AS functions
 COPY --from=flink-dist /opt/flink/lib/ /flink-lib/
+COPY --from=jars /jars/flink-connectors/ /connector-lib/
 COPY jobs/java/src/ /build/src/
+COPY jobs/java/patches/ /build/patches/
 RUN set -eu; \
+    mkdir -p /jars; \
     find /build/src -name '*.java' > /build/sources.txt; \
     javac --release 11 -proc:none -Xlint:all -Werror -d /build/classes -cp '/flink-lib/*' \
         @/build/sources.txt; \
-    mkdir -p /jars; \
-    jar --create --file /jars/ticklake-functions.jar -C /build/classes .
+    jar --create --file /jars/ticklake-functions.jar -C /build/classes .; \
+    find /build/patches -name '*.java' > /build/patches.txt; \
+    javac --release 11 -proc:none -Xlint:all -Werror -d /build/patch-classes \
+        -cp '/flink-lib/*:/connector-lib/*' @/build/patches.txt; \
+    jar --create --file /jars/00-ticklake-patches.jar -C /build/patch-classes .
 
 FROM ${UV_IMAGE} AS uv
 
@@ -81,6 +89,9 @@ RUN set -eux; \
 COPY --from=jars --chown=flink:flink /jars/flink-connectors/ /opt/flink/lib/
 COPY --from=jars --chown=flink:flink /jars/flink-s3-plugin/ /opt/flink/plugins/s3-fs-hadoop/
 COPY --from=functions --chown=flink:flink /jars/ticklake-functions.jar /opt/flink/lib/
+# Flink's start scripts put lib/ on the classpath in sorted order (flink-dist last): the "00-"
+# puts the patches before the Iceberg runtime, so their classes load in place of its own.
+COPY --from=functions --chown=flink:flink /jars/00-ticklake-patches.jar /opt/flink/lib/
 
 # Python 3.11 and the locked Flink environment: dependencies first (cached while uv.lock is
 # unchanged), then ticklake itself, non-editable.

@@ -55,6 +55,11 @@ def connector_jars(ctx: StackContext) -> Path:
 
 #: Java sources of ticklake's Flink SQL functions (``ticklake.jobs.functions`` names them).
 FUNCTIONS_SRC = Path(ticklake.jobs.__file__).resolve().parent / "java" / "src"
+#: Java sources of ticklake's patches of dependency classes, loaded in their place.
+PATCHES_SRC = Path(ticklake.jobs.__file__).resolve().parent / "java" / "patches"
+#: ``off`` leaves the patches off the classpath (the dependencies' own classes): for A/B
+#: benchmarks, or to rule a patch out when chasing a bug.
+PATCHES_ENV = "TICKLAKE_JAVA_PATCHES"
 
 
 def functions_jar(ctx: StackContext) -> Path:
@@ -64,37 +69,61 @@ def functions_jar(ctx: StackContext) -> Path:
     the Flink jars compiled against, so a change of either builds a new jar.
     """
     lib = pyflink_home(ctx) / "lib"
-    sources = sorted(FUNCTIONS_SRC.rglob("*.java"))
+    what = "ticklake's Flink SQL functions (jobs/java/src)"
+    return _compiled_jar(ctx, "ticklake-functions", FUNCTIONS_SRC, sorted(lib.glob("*.jar")), what)
+
+
+def patches_jar(ctx: StackContext) -> Path:
+    """ticklake's patched copies of dependency classes (``jobs/java/patches``), compiled
+    against the wheel's Flink jars and the connector jars, once.
+
+    ``job_environment`` puts this jar first on the classpath, so its classes load in place
+    of the originals: today Iceberg's ``PartitionKeySelector``, whose per-row partition path
+    cost the dedup + OHLC job 15% of its CPU (``docs/architecture.md`` section 4). A new
+    Iceberg version changes the connector jars, hence the hash, and the patch is compiled
+    against it again: an incompatible change fails here, at set-up, not in a job.
+    """
+    lib = pyflink_home(ctx) / "lib"
+    jars = [*sorted(lib.glob("*.jar")), *sorted(connector_jars(ctx).glob("*.jar"))]
+    what = "ticklake's patches of dependency classes (jobs/java/patches)"
+    return _compiled_jar(ctx, "ticklake-patches", PATCHES_SRC, jars, what)
+
+
+def _compiled_jar(
+    ctx: StackContext, name: str, src_dir: Path, classpath: list[Path], what: str
+) -> Path:
+    """``javac`` the sources under ``src_dir`` against ``classpath`` into a cached jar."""
+    sources = sorted(src_dir.rglob("*.java"))
     digest = hashlib.sha256()
     for src in sources:
-        digest.update(src.relative_to(FUNCTIONS_SRC).as_posix().encode())
+        digest.update(src.relative_to(src_dir).as_posix().encode())
         digest.update(src.read_bytes())
-    for jar in sorted(lib.glob("*.jar")):
+    for jar in classpath:
         digest.update(jar.name.encode())
-    target = ctx.cache.resolve() / "jars" / f"ticklake-functions-{digest.hexdigest()[:12]}"
-    jar_path = target / "ticklake-functions.jar"
+    target = ctx.cache.resolve() / "jars" / f"{name}-{digest.hexdigest()[:12]}"
+    jar_path = target / f"{name}.jar"
     if jar_path.is_file():
         return jar_path
     jdk_hint = "apt-get install -y openjdk-17-jdk-headless"
-    javac = require_tool("javac", "the JDK's compiler, builds ticklake's Flink functions", jdk_hint)
+    javac = require_tool("javac", f"the JDK's compiler, builds {what}", jdk_hint)
     jar_tool = require_tool("jar", "the JDK's jar tool", jdk_hint)
-    ctx.progress("compiling ticklake's Flink SQL functions (jobs/java)")
+    ctx.progress(f"compiling {what}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".ticklake-functions-", dir=target.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target.parent) as tmp:
         classes = Path(tmp) / "classes"
-        built = Path(tmp) / "ticklake-functions.jar"
+        built = Path(tmp) / f"{name}.jar"
         steps = [
             [javac, "--release", "11", "-proc:none", "-Xlint:all", "-Werror", "-d", str(classes),
-             "-cp", str(lib / "*"), *map(str, sources)],
+             "-cp", ":".join(map(str, classpath)), *map(str, sources)],
             [jar_tool, "--create", "--file", str(built), "-C", str(classes), "."],
         ]  # fmt: skip
         for cmd in steps:
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode:
                 raise DownloadError(
-                    f"could not build ticklake's Flink functions ({Path(cmd[0]).name} failed)",
+                    f"could not build {what} ({Path(cmd[0]).name} failed)",
                     detail=(proc.stdout + proc.stderr)[-4000:],
-                    hint=f"check the sources under {FUNCTIONS_SRC} and the JDK (javac 11+)",
+                    hint=f"check the sources under {src_dir} and the JDK (javac 11+)",
                 )
         target.mkdir(exist_ok=True)
         os.replace(built, jar_path)
@@ -105,6 +134,9 @@ def job_environment(ctx: StackContext) -> dict[str, str]:
     """Environment for a PyFlink process: connector jars and ticklake's functions jar on the
     gateway JVM classpath (and, through the start scripts, the cluster's)."""
     jars = [*sorted(connector_jars(ctx).glob("*.jar")), functions_jar(ctx)]
+    if os.environ.get(PATCHES_ENV, "on").lower() not in ("off", "0", "false", "no"):
+        # First: its classes replace the connector jars' own (``patches_jar``).
+        jars.insert(0, patches_jar(ctx))
     classpath = ":".join(str(p) for p in jars)
     java_home = os.environ.get("JAVA_HOME")
     env = {"HADOOP_CLASSPATH": classpath, "PYFLINK_GATEWAY_DISABLED": "false"}
@@ -133,6 +165,7 @@ class FlinkEmbeddedComponent(Component):
         pyflink_home(self.ctx)
         connector_jars(self.ctx)
         functions_jar(self.ctx)
+        patches_jar(self.ctx)
 
     def start(self) -> None:
         """Nothing to start: each job brings its own MiniCluster."""
