@@ -213,8 +213,10 @@ def _iceberg_type(kind: str) -> IcebergType:
 def ensure_market_tables(catalog: Catalog, namespace: str = DEFAULT_NAMESPACE) -> dict[str, bool]:
     """Create the namespace and the market tables that do not exist yet.
 
-    Returns ``{"<namespace>.<table>": created}``. Idempotent: an existing table is left as
-    it is (schema evolution is a separate, deliberate step).
+    Returns ``{"<namespace>.<table>": created}``. Idempotent: an existing table keeps its
+    schema, partitioning and sort order (schema evolution is a separate, deliberate step),
+    and gets those of ``TABLE_PROPERTIES`` it lacks (a newer ticklake's, such as the
+    Parquet dictionary cap); a property already set, by ticklake or by hand, is kept.
     """
     catalog.create_namespace_if_not_exists(namespace)
     created: dict[str, bool] = {}
@@ -230,8 +232,36 @@ def ensure_market_tables(catalog: Catalog, namespace: str = DEFAULT_NAMESPACE) -
                 properties=TABLE_PROPERTIES,
             )
             log.info("created Iceberg table %s", identifier)
+        else:
+            add_missing_properties(catalog, identifier)
         created[identifier] = not exists
     return created
+
+
+def add_missing_properties(catalog: Catalog, identifier: str) -> dict[str, str]:
+    """Set the ``TABLE_PROPERTIES`` an existing table lacks; returns what was set.
+
+    Best effort: the properties tune writing, the table works without them. A concurrent
+    commit (two jobs starting at once) is retried once on fresh metadata, then logged.
+    """
+    from pyiceberg.exceptions import CommitFailedException
+
+    for attempt in (1, 2):
+        table = catalog.load_table(identifier)
+        missing = {k: v for k, v in TABLE_PROPERTIES.items() if k not in table.properties}
+        if not missing:
+            return {}
+        try:
+            with table.transaction() as tx:
+                tx.set_properties(missing)
+        except CommitFailedException as exc:
+            if attempt == 2:
+                log.warning("could not set %s on %s: %s", sorted(missing), identifier, exc)
+                return {}
+            continue
+        log.info("set %s on Iceberg table %s", sorted(missing), identifier)
+        return missing
+    return {}
 
 
 def ensure_coverage_table(catalog: Catalog, namespace: str = DEFAULT_NAMESPACE) -> bool:
@@ -243,6 +273,7 @@ def ensure_coverage_table(catalog: Catalog, namespace: str = DEFAULT_NAMESPACE) 
     catalog.create_namespace_if_not_exists(namespace)
     identifier = f"{namespace}.{COVERAGE_TABLE.name}"
     if catalog.table_exists(identifier):
+        add_missing_properties(catalog, identifier)
         return False
     catalog.create_table_if_not_exists(
         identifier,
@@ -263,6 +294,7 @@ def ensure_alerts_table(catalog: Catalog, namespace: str = DEFAULT_NAMESPACE) ->
     catalog.create_namespace_if_not_exists(namespace)
     identifier = f"{namespace}.{ALERTS_TABLE.name}"
     if catalog.table_exists(identifier):
+        add_missing_properties(catalog, identifier)
         return False
     catalog.create_table_if_not_exists(
         identifier,
@@ -341,5 +373,7 @@ def ensure_risk_tables(catalog: Catalog, namespace: str = RISK_NAMESPACE) -> dic
                 properties=TABLE_PROPERTIES,
             )
             log.info("created Iceberg table %s", identifier)
+        else:
+            add_missing_properties(catalog, identifier)
         created[identifier] = not exists
     return created

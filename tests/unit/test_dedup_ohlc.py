@@ -169,6 +169,19 @@ def test_market_tables_created_once_with_partitioning_and_sort(tmp_path: Path) -
         "mkt.late_trades": True,
     }
     assert set(ensure_market_tables(catalog, "mkt").values()) == {False}
+    # An older table: one managed property missing, one set by hand. The next ensure adds
+    # the missing one and keeps the hand-set value.
+    trades = catalog.load_table("mkt.trades")
+    with trades.transaction() as tx:
+        tx.remove_properties("write.parquet.dict-size-bytes")
+        tx.set_properties({"write.target-file-size-bytes": "1048576"})
+    assert "write.parquet.dict-size-bytes" not in catalog.load_table("mkt.trades").properties
+    assert set(ensure_market_tables(catalog, "mkt").values()) == {False}
+    props = catalog.load_table("mkt.trades").properties
+    assert (
+        props["write.parquet.dict-size-bytes"] == TABLE_PROPERTIES["write.parquet.dict-size-bytes"]
+    )
+    assert props["write.target-file-size-bytes"] == "1048576"
     candles = catalog.load_table("mkt.candles")
     fields = [(f.name, str(f.transform)) for f in candles.spec().fields]
     assert fields == [
