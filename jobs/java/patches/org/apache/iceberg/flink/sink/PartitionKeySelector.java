@@ -15,7 +15,7 @@
  * and, for good balance, different between partitions serves. This one joins the partition
  * values with a type tag and, for strings, their length, so distinct partitions of the
  * common types get distinct keys; values of other types fall back to Iceberg's own path.
- * The constructor and getKey are those of Iceberg's class; PATCH marks the patch.
+ * The constructor and getKey are those of Iceberg's class.
  */
 package org.apache.iceberg.flink.sink;
 
@@ -33,9 +33,6 @@ import org.apache.iceberg.flink.RowDataWrapper;
  */
 public class PartitionKeySelector implements KeySelector<RowData, String> {
     private static final long serialVersionUID = 1L;
-
-    /** Marker in the keys of this patch; tests look for it. */
-    public static final String PATCH = "ticklake-partition-key-1";
 
     private final Schema schema;
     private final PartitionKey partitionKey;
