@@ -16,7 +16,11 @@ Then, per run:
 - **decisions**: ``--rate`` proposals/s for ``--seconds`` over 100 funded accounts, each
   stamped with its produce time (wall clock, µs) as ``created_ts_us``; an observer process
   consumes the live decisions topic: end to end = ``now - proposal_ts_us`` (produce ->
-  Kafka -> job -> live topic -> consumer), in job = ``decision_ts_us - proposal_ts_us``;
+  Kafka -> job -> live topic -> consumer), in job = ``decision_ts_us - proposal_ts_us``
+  (which includes the proposals topic), and **proposals topic** = ``now -
+  created_ts_us`` of each proposal read by the same observer from the job's input topic
+  (Kafka's own share, measured like the freshness bench's raw topic). The observer reads
+  each topic from its end as the run starts, so earlier runs' records are not decoded;
 - **breach -> halt**: ``--breaches`` accounts each hold 1000 units bought at 100; one fill
   at 50 marks them down 50% (drawdown above 10%): ``now - event_ts_us`` of the ``halt``
   event on the live events topic (``event_ts_us`` is the fill's produce time), and in job
@@ -178,21 +182,27 @@ def observer_process(  # noqa: PLR0917
     """Latencies of every live decision and every live halt event, to ``out`` (json)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from ticklake.schemas.risk import AccountEvent, RiskDecision
+    from ticklake.schemas.risk import AccountEvent, OrderProposal, RiskDecision
     from ticklake.schemas.serde import decode
 
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"b-{uuid.uuid4()}", "fetch.wait.max.ms": 5}
     )
-    consumer.assign(
-        [
-            TopicPartition(topics["decisions_live"], 0, 0),
-            TopicPartition(topics["events_live"], 0, 0),
-        ]
-    )
+    # From the topics' ends: the decisions of earlier runs are not this run's. Read from
+    # offset 0, each run after the first began with the observer decoding the earlier
+    # runs' decisions, and its first seconds' decisions were seen seconds late (the e2e
+    # figures of runs 2 and 3 up to session 14 include that backlog).
+    # The proposals topic too: its latency is Kafka's share of "in job" (produce -> a
+    # consumer), measured the same way as the freshness bench's raw topic.
+    parts = [TopicPartition(topics[t], 0) for t in ("decisions_live", "events_live", "proposals")]
+    for tp in parts:
+        tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[1]
+    consumer.assign(parts)
     #: (proposal id, e2e us, in-job us, proposal ts us): the last splits a run by second.
     decisions: list[tuple[str, int, int, int]] = []
     halts: list[tuple[str, int, int]] = []
+    #: (proposal id, us from produce to this consumer)
+    proposals: list[tuple[str, int]] = []
     ready.set()
     while not stop.is_set():
         for msg in consume_ready(consumer, 500, 0.05):
@@ -211,13 +221,18 @@ def observer_process(  # noqa: PLR0917
                 )
                 counts[0] += 1
                 counts[2] = now
+            elif msg.topic() == topics["proposals"]:
+                p = decode(OrderProposal, msg.value() or b"")
+                proposals.append((p.proposal_id, now - p.created_ts_us))
             else:
                 e = decode(AccountEvent, msg.value() or b"")
                 if e.event == "halt":
                     halts.append((e.account, now - e.event_ts_us, e.emitted_ts_us - e.event_ts_us))
                     counts[1] += 1
     consumer.close()
-    Path(out).write_text(json.dumps({"decisions": decisions, "halts": halts}))
+    Path(out).write_text(
+        json.dumps({"decisions": decisions, "halts": halts, "proposals": proposals})
+    )
 
 
 def _proposal(pid: str, account: str, symbol: str) -> Any:
@@ -324,6 +339,9 @@ def one_run(
         "achieved": sent / seconds,
         "load": load,
         "e2e": latency_percentiles([x[1] for x in decided]),
+        "topic": latency_percentiles(
+            [x[1] for x in data["proposals"] if x[0].startswith(f"{tag}-")]
+        ),
         "in_job": latency_percentiles([x[2] for x in decided]),
         "halt_e2e": latency_percentiles(
             [x[1] for x in data["halts"] if x[0].startswith(f"{tag}-breach")]
@@ -600,6 +618,7 @@ def _table(results: list[dict[str, Any]], rate: int, trades: int, mode: str) -> 
         "decided/s",
         "decision e2e",
         "decision in job",
+        "proposals topic",
         "breach->halt e2e",
         "breach->halt in job",
         "load avg",
@@ -613,6 +632,7 @@ def _table(results: list[dict[str, Any]], rate: int, trades: int, mode: str) -> 
             f"{r['sustained']:.0f}",
             _fmt(r["e2e"]),
             _fmt(r["in_job"]),
+            _fmt(r["topic"]),
             _fmt(r["halt_e2e"]),
             _fmt(r["halt_in_job"]),
             f"{r['load']:.1f}",
