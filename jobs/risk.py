@@ -133,6 +133,14 @@ class RiskSettings(BaseSettings):
     #: OHLC job's latency, but made no difference here (`bench risk`, session 5: the job is
     #: a queue at 1,000 proposals/s, so its fetches always find data).
     source_fetch_wait: Duration = timedelta(milliseconds=500)
+    #: The sources' ``fetch.min.bytes`` (Kafka's default 1: the broker answers a fetch as
+    #: soon as one record is there). Above one record's size, a fetch waits for that many
+    #: bytes or ``source_fetch_wait``, whichever comes first: fewer, fuller fetches.
+    source_fetch_min_bytes: int = Field(default=1, ge=1)
+    #: The live topics' producer ``linger.ms``: 0 sends each decision in a request of its
+    #: own, as soon as it is decided; a few ms batch them (fewer requests for the producer
+    #: thread and the broker, at most that much added to the end-to-end latency).
+    live_linger: Duration = timedelta(0)
     #: Network buffers per output channel (Flink's default 10; ``jobs/flink_conf.py``). The
     #: rules send to the exactly-once sinks and the audit writers through channels; with
     #: 10 buffers and the 5 ms buffer timeout those hold ~50 ms of output, less than a
@@ -158,6 +166,8 @@ class RiskSettings(BaseSettings):
             raise ValueError("transaction_timeout must stay below the broker's 2 h maximum")
         if self.dedup_ttl < timedelta(milliseconds=1):
             raise ValueError("dedup_ttl must be at least 1 ms (ids are remembered that long)")
+        if self.live_linger < timedelta(0) or self.source_fetch_wait < timedelta(0):
+            raise ValueError("live_linger and source_fetch_wait must not be negative")
         topics = list(input_topics(self).values())
         if len(set(topics)) != len(topics):
             raise ValueError(
@@ -213,6 +223,7 @@ def _source_options(s: RiskSettings) -> dict[str, str]:
         "scan.startup.mode": s.startup_mode,
         "properties.isolation.level": "read_committed",
         "properties.fetch.max.wait.ms": str(_ms(s.source_fetch_wait)),
+        "properties.fetch.min.bytes": str(s.source_fetch_min_bytes),
     }
     if s.startup_mode == "group-offsets":
         options["properties.auto.offset.reset"] = "earliest"
@@ -316,7 +327,7 @@ def sink_ddl(
         options["sink.transactional-id-prefix"] = f"{s.transactional_id_prefix}-{suffix}"
         options["properties.transaction.timeout.ms"] = str(_ms(s.transaction_timeout))
     else:
-        options["properties.linger.ms"] = "0"
+        options["properties.linger.ms"] = str(_ms(s.live_linger))
     ddl = kafka_table_ddl(model, table, topic, bootstrap_servers=bootstrap, options=options)
     return ddl.replace("  'format' = 'avro',\n", "").replace(
         "  'scan.startup.mode' = 'earliest-offset',\n", ""
@@ -519,6 +530,8 @@ def parser() -> argparse.ArgumentParser:
     add("--bundle-time", help="time per Python bundle (default 5ms)")
     add("--buffer-timeout", help="network buffer flush interval (default 5ms)")
     add("--source-fetch-wait", help="the sources' fetch.max.wait.ms (default 500ms)")
+    add("--source-fetch-min-bytes", type=int, help="the sources' fetch.min.bytes (default 1)")
+    add("--live-linger", help="the live topics' producer linger.ms, e.g. 2ms (default 0ms)")
     add("--unaligned-checkpoints", action=argparse.BooleanOptionalAction, default=None,
         help="unaligned checkpoints (default on)")  # fmt: skip
     flink_conf.add_arguments(p)

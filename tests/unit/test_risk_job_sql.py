@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ticklake.jobs.risk import RiskSettings, input_topics, raw_inputs_query, source_ddls
+from ticklake.jobs.flink_conf import given_arguments
+from ticklake.jobs.risk import (
+    RiskSettings,
+    input_topics,
+    parser,
+    raw_inputs_query,
+    sinks,
+    source_ddls,
+)
 from ticklake.jobs.risk_inputs import ACCOUNT_INPUTS
 
 
@@ -70,3 +78,26 @@ def test_checkpoints_are_unaligned_unless_turned_off() -> None:
         ]
         == "false"
     )  # --flink-conf is applied last
+
+
+def test_fetch_and_linger_settings_reach_the_sources_and_the_live_sinks() -> None:
+    args = parser().parse_args(
+        ["--source-fetch-wait=5ms", "--source-fetch-min-bytes=65536", "--live-linger=2ms"]
+    )
+    s = RiskSettings(**given_arguments(args))
+    for ddl in source_ddls(s, "localhost:9092"):
+        assert "'properties.fetch.max.wait.ms' = '5'" in ddl
+        assert "'properties.fetch.min.bytes' = '65536'" in ddl
+    by_table = {ddl.split()[3]: ddl for ddl in sinks(s, "localhost:9092")}
+    for live in ("live_decisions", "live_events"):
+        assert "'properties.linger.ms' = '2'" in by_table[live]
+    # The exactly-once sinks keep the client's own batching.
+    assert "linger" not in by_table["out_decisions"]
+    defaults = RiskSettings()
+    assert "'properties.fetch.min.bytes' = '1'" in source_ddls(defaults, "b:1")[0]
+    assert "'properties.linger.ms' = '0'" in sinks(defaults, "b:1")[3]
+
+
+def test_negative_linger_is_refused() -> None:
+    with pytest.raises(ValidationError, match="live_linger"):
+        RiskSettings(live_linger="-1ms")  # type: ignore[arg-type]
