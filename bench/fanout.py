@@ -42,13 +42,13 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import zmq
 from rich.console import Group
 from rich.table import Table
 
+from ticklake.bench.threads import read_threads
 from ticklake.relay.publisher import RelayPublisher
 from ticklake.relay.settings import RelaySettings
 from ticklake.relay.topics import HEADER_SIZE, HEADER_STRUCT, exact_filter
@@ -250,14 +250,10 @@ class Result(NamedTuple):
 
 def _cpu_seconds(pid: int | None) -> float:
     """CPU time of a live process, summed over its threads (Linux schedstat, in ns)."""
-    total = 0
     try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):  # a thread that just ended
-                total += int((task / "schedstat").read_text().split()[0])
+        return sum(t.run_ns for t in read_threads(pid).values()) / 1e9 if pid else float("nan")
     except OSError:
         return float("nan")
-    return total / 1e9
 
 
 def _one_run(setup: str, subscribers: int, n: int) -> Result:

@@ -40,10 +40,10 @@ def group_name(comm: str) -> str:
     return _TRAILING_NUMBER.sub("", comm.strip()) or comm.strip()
 
 
-def find_process(match: str, *, exclude: int | None = None) -> int | None:
+def find_process(match: str) -> int | None:
     """The newest process (highest start time) whose command line contains ``match``."""
     best: tuple[int, int] | None = None
-    me = os.getpid() if exclude is None else exclude
+    me = os.getpid()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
@@ -87,10 +87,9 @@ def sample(
                 break
             for tid, t in cur.items():
                 before = prev.get(tid)
-                run = t.run_ns - (before.run_ns if before else 0)
-                runq = t.runq_ns - (before.runq_ns if before else 0)
-                if before is None or run < 0:
+                if before is None or t.run_ns < before.run_ns:  # new (or reused) thread id
                     continue
+                run, runq = t.run_ns - before.run_ns, t.runq_ns - before.runq_ns
                 totals[group_name(t.name)][0] += run / 1e6
                 totals[group_name(t.name)][1] += runq / 1e6
                 if lines and (run or runq):
