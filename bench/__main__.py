@@ -54,6 +54,13 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
         help="first produce the top rate this long, not measured (a warm JVM; default 0)",
     )
     p.add_argument(
+        "--live-path",
+        choices=["kafka", "relay"],
+        default="kafka",
+        help="kafka (default): live topics -> `ticklake relay bridge` -> relay; relay: the"
+        " job publishes straight to the relay (--live-relay --no-live-kafka, no bridge)",
+    )
+    p.add_argument(
         "--sinks",
         choices=["all", "kafka", "iceberg"],
         default="all",
@@ -124,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
                 job_args=args.job_arg,
                 sinks=args.sinks,
                 warmup_s=args.warmup_seconds,
+                live_path=args.live_path,
             )
         )
 

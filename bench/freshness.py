@@ -27,6 +27,9 @@ each on its own core time, measure against the same clock:
   first update of a candle this observer sees has no previous one and is left out;
 - (c) subscriber: an SDK ``RelayClient.subscribe`` to the ticks of one market (a tenth of
   the trades), through Kafka -> bridge -> relay XSUB -> XPUB, decoded, ``now - receipt``;
+  with ``--live-path relay`` the job publishes to the relay's XSUB port itself
+  (``--live-relay --no-live-kafka``): no live topics, no bridge, so (a0), (a), (b) and (b')
+  have no samples and (c) is the whole path;
 - final: a read_committed consumer of the exactly-once candles topic, for every 1m candle
   ``now - window_end_us`` (expected: lateness bound + up to one checkpoint interval).
 
@@ -49,7 +52,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.table import Table
@@ -329,14 +332,60 @@ def _stop(proc: subprocess.Popen[str], timeout: float = 30) -> None:
             proc.wait(10)
 
 
-def _wait_live(bootstrap: str, raw: str, live: str, timeout_s: float) -> float:
-    """Produce a few trades until the live topic shows one; returns the seconds it took."""
-    from confluent_kafka import Consumer, Producer, TopicPartition
+class _Seen(Protocol):
+    """Whether a live output has appeared yet (polls up to ~0.2 s); ``close`` at the end."""
+
+    def __call__(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class _kafka_record:  # noqa: N801 (used like a function)
+    """A live output seen on a Kafka topic (the live trades topic)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"w-{uuid.uuid4()}"})
+        parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+
+    def __call__(self) -> bool:
+        return any(m.error() is None for m in self.consumer.consume(100, 0.2))
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class _relay_tick:  # noqa: N801 (used like a function)
+    """A live output seen through the relay: a tick of the subscribed market."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from ticklake.relay import RelayClient, RelaySettings
+
+        def port(var: str) -> int:
+            return int(env[f"TICKLAKE_RELAY__{var}_PORT"])
+
+        settings = RelaySettings(
+            request_port=port("REQUEST"),
+            work_port=port("WORK"),
+            publish_port=port("PUBLISH"),
+            subscribe_port=port("SUBSCRIBE"),
+        )
+        self.sub = RelayClient(settings).subscribe([SUBSCRIBED], ticks=True)
+
+    def __call__(self) -> bool:
+        return self.sub.recv(0.2) is not None
+
+    def close(self) -> None:
+        self.sub.close()
+
+
+def _wait_live(bootstrap: str, raw: str, seen: _Seen, timeout_s: float) -> float:
+    """Produce a few trades until a live output shows one; returns the seconds it took."""
+    from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"w-{uuid.uuid4()}"})
-    parts = consumer.list_topics(live, timeout=10).topics[live].partitions
-    consumer.assign([TopicPartition(live, p, 0) for p in parts])
     t0 = time.monotonic()
     n = 0
     try:
@@ -348,12 +397,12 @@ def _wait_live(bootstrap: str, raw: str, live: str, timeout_s: float) -> float:
                          + _string(f"w{n}") + _string("buy") + b"\x02\x01\x02\x01\x00")  # fmt: skip
                 producer.produce(raw, value, f"{e}:{s}".encode())
             producer.poll(0)
-            if any(m.error() is None for m in consumer.consume(100, 0.2)):
+            if seen():
                 return time.monotonic() - t0
         raise TimeoutError(f"no live trade within {timeout_s:.0f}s")
     finally:
         producer.flush(10)
-        consumer.close()
+        seen.close()
 
 
 def _wait_quiet(
@@ -397,11 +446,14 @@ def run(  # noqa: PLR0912, PLR0915
     job_args: list[str] | None = None,
     sinks: str = "all",
     warmup_s: float = 0.0,
+    live_path: str = "kafka",
 ) -> Table:
     """Run the phases; ``job_args`` are extra flags of the dedup + OHLC job (experiments).
 
     ``warmup_s``: before the first run's phases, that long at the highest rate, not measured
     (the job's JIT compilers are still busy minutes after it starts: bench/README.md).
+    ``live_path``: ``kafka`` (live topics and the bridge) or ``relay`` (the job publishes to
+    the relay itself).
     """
     from ticklake.bench.proctree import TreeSampler
     from ticklake.bench.stack_up import scratch_stack
@@ -459,10 +511,17 @@ def run(  # noqa: PLR0912, PLR0915
             py = sys.executable
             procs.append(_spawn([py, "-m", "ticklake.relay"], env, work / "relay.log"))
             sampler.add("relay", [procs[-1].pid])
-            bridge = [str(Path(py).parent / "ticklake"), "relay", "bridge"]
-            bridge += ["--topic", f"{names['lt']}=tick", "--topic", f"{names['lc']}=ohlc:{{1}}"]
-            procs.append(_spawn(bridge, env, work / "bridge.log"))
-            sampler.add("bridge", [procs[-1].pid])
+            via_relay = live_path == "relay"
+            live_args = ["--live-trades-topic", names["lt"], "--live-candles-topic", names["lc"]]
+            if via_relay:
+                endpoint = f"tcp://127.0.0.1:{env['TICKLAKE_RELAY__PUBLISH_PORT']}"
+                live_args = ["--live-relay", endpoint, "--no-live-kafka"]
+            else:
+                bridge = [str(Path(py).parent / "ticklake"), "relay", "bridge"]
+                bridge += ["--topic", f"{names['lt']}=tick",
+                           "--topic", f"{names['lc']}=ohlc:{{1}}"]  # fmt: skip
+                procs.append(_spawn(bridge, env, work / "bridge.log"))
+                sampler.add("bridge", [procs[-1].pid])
             ctx = StackContext(StackSettings())
             job_env = env | job_environment(ctx)
             module = ["-m", "ticklake.jobs.dedup_ohlc"]
@@ -471,8 +530,7 @@ def run(  # noqa: PLR0912, PLR0915
             job = _spawn([
                 str(flink_python(ctx)), *module,
                 "--raw-topic", names["raw"], "--candles-topic", names["candles"],
-                "--late-topic", names["late"], "--live-trades-topic", names["lt"],
-                "--live-candles-topic", names["lc"], "--namespace", namespace,
+                "--late-topic", names["late"], *live_args, "--namespace", namespace,
                 "--out-of-orderness", BOUND, "--checkpoint-interval", checkpoint,
                 "--idle-timeout", "5s", "--checkpoint-dir", (work / "ckpt").as_uri(),
                 "--transactional-id-prefix", f"bench-fresh-{run_id}",
@@ -480,12 +538,15 @@ def run(  # noqa: PLR0912, PLR0915
             ], job_env, work / "job.log")  # fmt: skip
             procs.append(job)
             sampler.add("job", [job.pid])
-            warm = _wait_live(bootstrap, names["raw"], names["lt"], 600)
+            seen = _relay_tick(env) if via_relay else _kafka_record(bootstrap, names["lt"])
+            warm = _wait_live(bootstrap, names["raw"], seen, 600)
             console.print(f"job live after {warm:.0f}s of warm-up trades")
             time.sleep(6)  # past the idle timeout: empty partitions no longer hold watermarks
             for i in range(runs):
                 observers = {}
                 live = f"raw={names['raw']},trades={names['lt']},candles={names['lc']}"
+                if via_relay:
+                    live = f"raw={names['raw']}"
                 for kind, topic in [("kafka", live), ("final", f"final={names['candles']}"),
                                     ("relay", "")]:  # fmt: skip
                     out = work / f"{kind}-{i}.json"
@@ -510,7 +571,8 @@ def run(  # noqa: PLR0912, PLR0915
                 sampler.add("producer", [producer.pid])
                 if producer.wait():
                     raise RuntimeError(f"the producer exited {producer.returncode}")
-                caught_up = _wait_quiet(bootstrap, [names["lt"], names["lc"], names["candles"]])
+                outputs = [] if via_relay else [names["lt"], names["lc"]]
+                caught_up = _wait_quiet(bootstrap, [*outputs, names["candles"]])
                 console.print(
                     f"outputs quiet after {caught_up:.0f}s (load {os.getloadavg()[0]:.1f})"
                 )
@@ -524,6 +586,8 @@ def run(  # noqa: PLR0912, PLR0915
                     achieved = ph["sent"] / ((ph["end"] - ph["start"]) / 1e6)
                     row: dict[str, Any] = {"rate": ph["rate"], "run": i + 1, "load": ph["load"],
                                            "achieved": achieved}  # fmt: skip
+                    for kind in ("trades", "candles"):  # none with the relay path
+                        data.setdefault(kind, {"samples": [], "oldest": [], "created": []})
                     for kind in ("raw", "trades", "candles", "relay"):
                         lat = [
                             lt for r, lt in data[kind]["samples"] if ph["start"] <= r <= ph["end"]
@@ -546,8 +610,9 @@ def run(  # noqa: PLR0912, PLR0915
                 _stop(p)
             stack.down()
     return table(
-        results, latency_percentiles(finals), gaps, checkpoint, job_args or [], warmup_s=warmup_s
-    )
+        results, latency_percentiles(finals), gaps, checkpoint, job_args or [],
+        warmup_s=warmup_s, live_path=live_path,
+    )  # fmt: skip
 
 
 def _fmt(p: dict[str, float]) -> str:
@@ -569,12 +634,18 @@ def table(
     job_args: list[str] | None = None,
     *,
     warmup_s: float = 0.0,
+    live_path: str = "kafka",
 ) -> Table:
+    path = (
+        "live path: the job -> relay (no Kafka live topics, no bridge)"
+        if live_path == "relay"
+        else "live path: the job -> Kafka live topics -> bridge -> relay"
+    )
     t = Table(
         title="Freshness: trade produced -> live outputs (ms, p50 / p99 / max)",
         caption=f"final 1m candle, window end -> committed (read_committed): {_fmt(final)}; "
         f"bound {BOUND}, checkpoints {checkpoint}; subscriber gaps {gaps}; (0), (a0), (a) "
-        f"from every {TRADE_PARTITION_SAMPLE}rd partition of the trade topics"
+        f"from every {TRADE_PARTITION_SAMPLE}rd partition of the trade topics; {path}"
         + (f"; job flags {' '.join(job_args)}" if job_args else "")
         + (f"; {warmup_s:.0f}s of unmeasured warm-up at the top rate first" if warmup_s else ""),
     )

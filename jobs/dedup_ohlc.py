@@ -144,6 +144,16 @@ class DedupOhlcSettings(BaseSettings):
     live: bool = True
     live_trades_topic: str = LIVE_TRADES.name
     live_candles_topic: str = LIVE_CANDLES.name
+    #: Write the live outputs to the Kafka live topics (a durable, replayable copy that
+    #: ``ticklake relay bridge`` forwards to the relay). Off (``--no-live-kafka``) with
+    #: ``live_relay`` set: the relay only, no Kafka hop.
+    live_kafka: bool = True
+    #: Also publish the live outputs straight to the relay's XSUB (publish) endpoint, e.g.
+    #: ``tcp://127.0.0.1:5557`` (``--live-relay``; Java, JeroMQ, in the job): the same
+    #: topics and payloads as the bridge's, without the Kafka hop and the bridge process.
+    #: Do not run the bridge on the live topics as well (subscribers would get each update
+    #: twice, from two publishers).
+    live_relay: str | None = None
     #: Forming candles: at most one update per candle per this interval (processing
     #: time); 0 gives one update per trade. Each update costs an aggregate step, an Avro
     #: record and a Kafka send per timeframe: conflation bounds that by the number of
@@ -227,6 +237,15 @@ class DedupOhlcSettings(BaseSettings):
             raise ValueError("live_conflation must be between 0 (per trade) and 1 minute")
         if self.transaction_timeout >= timedelta(hours=2):
             raise ValueError("transaction_timeout must stay below the broker's 2 h maximum")
+        if self.live_relay is not None and not re.fullmatch(
+            r"(tcp|ipc|inproc)://\S+", self.live_relay
+        ):
+            raise ValueError(
+                f"live_relay {self.live_relay!r} must be a ZeroMQ endpoint, e.g."
+                " tcp://127.0.0.1:5557 (the relay's publish port)"
+            )
+        if self.live and not self.live_kafka and self.live_relay is None:
+            raise ValueError("--no-live-kafka needs --live-relay (or use --no-live)")
         return self
 
     def resolved_dedup_ttl(self) -> timedelta:
@@ -319,16 +338,18 @@ class DedupOhlcSettings(BaseSettings):
             },
             transactional_id_prefix=self.transactional_id_prefix,
             ingestor_id=self.ingestor_id,
-            live_trades_topic=self.live_trades_topic if self.live else None,
-            live_candles_topic=self.live_candles_topic if self.live else None,
+            live_trades_topic=self.live_trades_topic if self.live and self.live_kafka else None,
+            live_candles_topic=(self.live_candles_topic if self.live and self.live_kafka else None),
+            live_relay=self.live_relay if self.live else None,
             live_sink_options={"properties.linger.ms": str(_ms(self.live_linger))},
             live_conflation_ms=_ms(self.live_conflation),
             iceberg_distribution=self.iceberg_distribution,
         )
 
     def live_topics(self) -> list[TopicSpec[Any]]:
-        """The live topics this job writes (renamed as configured); empty with ``--no-live``."""
-        if not self.live:
+        """The live topics this job writes (renamed as configured); empty with ``--no-live``
+        or ``--no-live-kafka``."""
+        if not self.live or not self.live_kafka:
             return []
         return [
             LIVE_TRADES.renamed(self.live_trades_topic),
@@ -476,6 +497,14 @@ def parser() -> argparse.ArgumentParser:
     add("--live-candles-topic", help=f"live candles topic (default {LIVE_CANDLES.name})")
     add("--no-live", dest="live", action="store_false", default=None,
         help="no live outputs (only the exactly-once ones)")  # fmt: skip
+    add(
+        "--live-relay",
+        metavar="ENDPOINT",
+        help="also publish the live outputs straight to the relay's publish port, e.g."
+        " tcp://127.0.0.1:5557 (default: Kafka only, forwarded by `ticklake relay bridge`)",
+    )
+    add("--no-live-kafka", dest="live_kafka", action="store_false", default=None,
+        help="with --live-relay: no live Kafka topics (the relay only)")  # fmt: skip
     add("--live-conflation",
         help="forming candles: at most one update per candle per interval, e.g. 50ms "
         "(default); 0ms: one per trade")  # fmt: skip

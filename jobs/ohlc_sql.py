@@ -20,6 +20,8 @@ tested without PyFlink. ``docs/stream-jobs.md`` explains the pipeline these buil
       forming candles  the slices (or each on-time trade), GROUP BY candle key per
                        timeframe (updating), and the final candles -> live candles topic
                        (upsert-kafka)
+      and/or the same rows straight to the relay's XSUB port ('ticklake-relay', JeroMQ):
+                       ``{market}|tick`` and ``{market}|ohlc:{tf}``, no Kafka hop, no bridge
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
 from ticklake.schemas.flink import flink_columns, kafka_table_ddl
-from ticklake.schemas.models import Candle, Trade
+from ticklake.schemas.models import Candle, Trade, WireModel
 
 #: Width of the event-time part of the open/close key: epoch microseconds, zero-padded.
 TS_WIDTH = 20
@@ -153,9 +155,12 @@ class SqlOptions:
     sink_options: Mapping[str, str]
     transactional_id_prefix: str
     ingestor_id: str
-    #: Live outputs (at-least-once, no transactions); both ``None``: no live outputs.
+    #: Live outputs (at-least-once, no transactions) to Kafka; both ``None``: none there.
     live_trades_topic: str | None = None
     live_candles_topic: str | None = None
+    #: Live outputs straight to the relay's XSUB (publish) endpoint, e.g.
+    #: ``tcp://127.0.0.1:5557`` (``'connector' = 'ticklake-relay'``); ``None``: not there.
+    live_relay: str | None = None
     #: Options of the live sinks (producer ``linger.ms`` ...).
     live_sink_options: Mapping[str, str] = field(default_factory=dict)
     #: Forming candles: at most one update per candle per this many milliseconds of
@@ -166,8 +171,13 @@ class SqlOptions:
     iceberg_distribution: str = "none"
 
     @property
-    def live(self) -> bool:
+    def live_kafka(self) -> bool:
         return self.live_trades_topic is not None and self.live_candles_topic is not None
+
+    @property
+    def live(self) -> bool:
+        """Any live output (Kafka topics, the relay or both)."""
+        return self.live_kafka or self.live_relay is not None
 
 
 def source_ddl(o: SqlOptions) -> str:
@@ -342,6 +352,67 @@ def _strip_source_options(ddl: str) -> str:
 
 
 def live_sink_ddls(o: SqlOptions) -> list[str]:
+    """The live sinks: Kafka topics, the relay, or both (:func:`live_tables`)."""
+    return [
+        *(live_kafka_ddls(o) if o.live_kafka else []),
+        *(live_relay_ddls(o) if o.live_relay is not None else []),
+    ]
+
+
+def live_tables(o: SqlOptions) -> list[tuple[str, str]]:
+    """(live trades table, live candles table) of each live output the job writes."""
+    out = []
+    if o.live_kafka:
+        out.append(("live_trades_kafka", "live_candles_kafka"))
+    if o.live_relay is not None:
+        out.append(("live_trades_relay", "live_candles_relay"))
+    return out
+
+
+#: Relay data types of the live tables: the bridge's default routes (``relay/bridge.py``).
+RELAY_TRADES_DATA_TYPE = "tick"
+RELAY_CANDLES_DATA_TYPE = "ohlc:{1}"
+
+
+def relay_table_ddl(
+    model: type[WireModel],
+    table: str,
+    endpoint: str,
+    *,
+    key: str,
+    data_type: str,
+    extra_columns: Sequence[str],
+) -> str:
+    """A ``ticklake-relay`` table (``jobs/java/.../relay``): ``model``'s columns and the
+    ``key`` column that routes each row to ``{market}|{data_type}``; the payload is the
+    model's Avro binary, byte for byte what the Kafka live topics carry."""
+    options = {
+        "connector": "ticklake-relay",
+        "endpoint": endpoint,
+        "key.field": key,
+        "data-type": data_type,
+        "format": "avro",
+    }
+    columns = ",\n  ".join([*flink_columns(model), *extra_columns])
+    with_ = ",\n  ".join(f"{_q(k)} = {_q(v)}" for k, v in options.items())
+    return f"CREATE TEMPORARY TABLE {table} (\n  {columns}\n) WITH (\n  {with_}\n)"
+
+
+def live_relay_ddls(o: SqlOptions) -> list[str]:
+    """The live trades and candles published straight to the relay (no Kafka, no bridge):
+    the same rows as the Kafka live tables, routed as the bridge routes those topics."""
+    assert o.live_relay is not None
+    trade_columns = ["`market` STRING NOT NULL"]
+    candle_columns = ["`candle_key` STRING NOT NULL", "PRIMARY KEY (`candle_key`) NOT ENFORCED"]
+    return [
+        relay_table_ddl(Trade, "live_trades_relay", o.live_relay, key="market",
+                        data_type=RELAY_TRADES_DATA_TYPE, extra_columns=trade_columns),
+        relay_table_ddl(Candle, "live_candles_relay", o.live_relay, key="candle_key",
+                        data_type=RELAY_CANDLES_DATA_TYPE, extra_columns=candle_columns),
+    ]  # fmt: skip
+
+
+def live_kafka_ddls(o: SqlOptions) -> list[str]:
     """The live trades (``kafka``, keyed by market) and live candles (``upsert-kafka``).
 
     The live candles table's primary key is the computed ``candle_key``
@@ -486,12 +557,15 @@ def live_inserts(o: SqlOptions) -> list[str]:
         "CONCAT(`exchange`, ':', `symbol`, '|', `timeframe`, '|', "
         "CAST(`window_start_us` AS STRING))"
     )
-    return [
-        f"INSERT INTO live_trades_kafka SELECT {_cols(TRADE_FIELDS)}, {market} FROM trades_live",
-        *(f"INSERT INTO live_candles_kafka\n{forming_select(o, tf)}" for tf in o.timeframes),
-        f"INSERT INTO live_candles_kafka\nSELECT {_cols(CANDLE_FIELDS)}, {final_key} "
-        "AS `candle_key` FROM candles",
-    ]
+    out = []
+    for trades, candles in live_tables(o):
+        out += [
+            f"INSERT INTO {trades} SELECT {_cols(TRADE_FIELDS)}, {market} FROM trades_live",
+            *(f"INSERT INTO {candles}\n{forming_select(o, tf)}" for tf in o.timeframes),
+            f"INSERT INTO {candles}\nSELECT {_cols(CANDLE_FIELDS)}, {final_key} "
+            "AS `candle_key` FROM candles",
+        ]
+    return out
 
 
 def _iceberg(o: SqlOptions, table: str) -> str:

@@ -63,14 +63,17 @@ PATCHES_ENV = "TICKLAKE_JAVA_PATCHES"
 
 
 def functions_jar(ctx: StackContext) -> Path:
-    """ticklake's Flink SQL functions, compiled against the wheel's Flink jars, once.
+    """ticklake's Flink SQL functions and its relay connector (``'connector' =
+    'ticklake-relay'``, JeroMQ from the connector jars), compiled against the wheel's Flink
+    jars and the connector jars, once.
 
     Cached under ``cache/jars/ticklake-functions-{hash}``; the hash covers the sources and
-    the Flink jars compiled against, so a change of either builds a new jar.
+    the jars compiled against, so a change of either builds a new jar.
     """
     lib = pyflink_home(ctx) / "lib"
-    what = "ticklake's Flink SQL functions (jobs/java/src)"
-    return _compiled_jar(ctx, "ticklake-functions", FUNCTIONS_SRC, sorted(lib.glob("*.jar")), what)
+    jars = [*sorted(lib.glob("*.jar")), *sorted(connector_jars(ctx).glob("*.jar"))]
+    what = "ticklake's Flink SQL functions and relay connector (jobs/java/src)"
+    return _compiled_jar(ctx, "ticklake-functions", FUNCTIONS_SRC, jars, what)
 
 
 def patches_jar(ctx: StackContext) -> Path:
@@ -92,10 +95,12 @@ def patches_jar(ctx: StackContext) -> Path:
 def _compiled_jar(
     ctx: StackContext, name: str, src_dir: Path, classpath: list[Path], what: str
 ) -> Path:
-    """``javac`` the sources under ``src_dir`` against ``classpath`` into a cached jar."""
+    """``javac`` the sources under ``src_dir`` against ``classpath`` into a cached jar, with
+    the other files under ``src_dir`` (``META-INF/services`` registrations) as resources."""
     sources = sorted(src_dir.rglob("*.java"))
+    resources = sorted(p for p in src_dir.rglob("*") if p.is_file() and p.suffix != ".java")
     digest = hashlib.sha256()
-    for src in sources:
+    for src in [*sources, *resources]:
         digest.update(src.relative_to(src_dir).as_posix().encode())
         digest.update(src.read_bytes())
     for jar in classpath:
@@ -118,6 +123,11 @@ def _compiled_jar(
             [jar_tool, "--create", "--file", str(built), "-C", str(classes), "."],
         ]  # fmt: skip
         for cmd in steps:
+            if cmd[0] == jar_tool:
+                for res in resources:
+                    dest = classes / res.relative_to(src_dir)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(res, dest)
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode:
                 raise DownloadError(

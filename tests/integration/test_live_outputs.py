@@ -273,11 +273,16 @@ def live_run(conn: Connections, tmp_path_factory: pytest.TempPathFactory) -> Liv
     )
 
 
-def _truth(r: LiveRun) -> tuple[list[Trade], pd.DataFrame, set[tuple[str, str, str]]]:
-    firsts, late, margin_ms = first_arrivals_and_late(r.tape, BOUND_S * 1000)
+def tape_truth(tape: Tape) -> tuple[list[Trade], pd.DataFrame, set[tuple[str, str, str]]]:
+    """On-time first arrivals, their pandas candles, the late trades."""
+    firsts, late, margin_ms = first_arrivals_and_late(tape, BOUND_S * 1000)
     assert margin_ms >= 1000
     on_time = [t for t in firsts if key(t) not in late]
     return on_time, truth_candles(on_time), late
+
+
+def _truth(r: LiveRun) -> tuple[list[Trade], pd.DataFrame, set[tuple[str, str, str]]]:
+    return tape_truth(r.tape)
 
 
 def test_live_trades_are_the_on_time_deduplicated_trades(live_run: LiveRun) -> None:

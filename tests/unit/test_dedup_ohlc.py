@@ -313,6 +313,47 @@ def test_live_flags() -> None:
     assert DedupOhlcSettings(**_overrides(parser().parse_args([]))).live
 
 
+def test_live_relay_tables_route_like_the_bridge_beside_or_instead_of_kafka() -> None:
+    from ticklake.jobs.dedup_ohlc import _overrides, parser
+    from ticklake.relay.bridge import DEFAULT_ROUTES
+
+    endpoint = "tcp://127.0.0.1:5557"
+    args = parser().parse_args(["--live-relay", endpoint, "--timeframes", "1m,1h"])
+    both = DedupOhlcSettings(**_overrides(args))
+    ddl = _ddls(both)
+    trades, candles = ddl["live_trades_relay"], ddl["live_candles_relay"]
+    for text in (trades, candles):
+        assert "'connector' = 'ticklake-relay'" in text and "'format' = 'avro'" in text
+        assert f"'endpoint' = '{endpoint}'" in text and "bootstrap" not in text
+    # The same routes, keys and payload columns as the Kafka live topics through the bridge.
+    assert "'data-type' = 'tick'" in trades and "'key.field' = 'market'" in trades
+    assert "'data-type' = 'ohlc:{1}'" in candles and "'key.field' = 'candle_key'" in candles
+    assert sorted(DEFAULT_ROUTES.values()) == sorted(
+        [ohlc_sql.RELAY_TRADES_DATA_TYPE, ohlc_sql.RELAY_CANDLES_DATA_TYPE]
+    )
+    assert "PRIMARY KEY (`candle_key`) NOT ENFORCED" in candles and "PRIMARY KEY" not in trades
+    for model, text in ((Trade, trades), (Candle, candles)):
+        for column in flink_columns(model):
+            assert column in text
+    targets = [re.match(r"INSERT INTO (\S+)", i).group(1) for i in plan(both, CONN).inserts]  # type: ignore[union-attr]
+    assert targets[5:] == ["live_trades_kafka", *["live_candles_kafka"] * 3,
+                           "live_trades_relay", *["live_candles_relay"] * 3]  # fmt: skip
+    assert [t.name for t in both.live_topics()] == ["ticklake.trades.live", "ticklake.candles.live"]
+    # The relay only: no Kafka live tables, no live topics to create.
+    only = DedupOhlcSettings(**_overrides(parser().parse_args(
+        ["--live-relay", endpoint, "--no-live-kafka"])))  # fmt: skip
+    assert "live_trades_kafka" not in _ddls(only) and "live_trades_relay" in _ddls(only)
+    assert only.live_topics() == []
+    assert not any("_kafka" in i.split()[2] for i in plan(only, CONN).inserts[5:])
+    # --no-live wins over both.
+    off = DedupOhlcSettings(live=False, live_relay=endpoint)
+    assert not any("live" in i for i in plan(off, CONN).inserts)
+    with pytest.raises(ValidationError, match="ZeroMQ endpoint"):
+        DedupOhlcSettings(live_relay="127.0.0.1:5557")
+    with pytest.raises(ValidationError, match="needs --live-relay"):
+        DedupOhlcSettings(live_kafka=False)
+
+
 def test_flink_conf_flags_are_applied_last() -> None:
     from ticklake.jobs.dedup_ohlc import _overrides, parser
 
