@@ -45,6 +45,7 @@ from ticklake.jobs.flink_conf import CHANNEL_BUFFERS, NETWORK_MEMORY, network_co
 from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.ohlc_sql import JobSql, SqlOptions, job_sql, timeframe_seconds
 from ticklake.jobs.state_sizing import DESIGN_RATE, DedupCapacity
+from ticklake.jobs.thread_priority import lower_embedded_bulk_threads
 from ticklake.logs import configure as configure_logging
 from ticklake.schemas.topics import (
     CANDLES,
@@ -175,6 +176,12 @@ class DedupOhlcSettings(BaseSettings):
     #: trade's arrival and its live output at 10,000 trades/s; 10 ms: about 100-200 ms
     #: (bench/README.md, freshness, session 5), for up to 100 empty fetches/s when idle.
     source_fetch_wait: Duration = timedelta(milliseconds=10)
+    #: Embedded MiniCluster only: the nice value (0-19) of its bulk threads (Iceberg writers
+    #: and committer, state snapshots; ``jobs/thread_priority.py``), so that on a machine
+    #: short of cores their bursts at checkpoints wait for the live path. 0 (the default):
+    #: unchanged; 10 made no difference in 3 alternating pairs of ``bench freshness`` at
+    #: 10,000 trades/s (bench/README.md, session 17).
+    background_nice: int = Field(default=0, ge=0, le=19)
     #: Create the live topics when missing (JVM Kafka admin client, best effort).
     create_live_topics: bool = True
     #: Network buffers (32 KB each) one output channel may hold before its task waits
@@ -453,6 +460,7 @@ def build(
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     if embedded:
         log_dedup_capacity(settings)
+        lower_embedded_bulk_threads(settings.background_nice)
     ensure_live_topics(settings, conn.kafka.bootstrap_servers)
     return t_env, statement_set(t_env, sql)
 
@@ -513,6 +521,9 @@ def parser() -> argparse.ArgumentParser:
     add("--live-linger", help="producer linger.ms of the live sinks, e.g. 5ms (default)")
     add("--buffer-timeout", help="network buffer timeout, e.g. 10ms (default); 0ms: per record")
     add("--source-fetch-wait", help="the source consumer's fetch.max.wait.ms, e.g. 10ms (default)")
+    add("--background-nice", type=int,
+        help="embedded MiniCluster: nice value of the Iceberg writers' and snapshot threads,"
+        " e.g. 10 (default 0: unchanged)")  # fmt: skip
     add("--embedded-jvm-options",
         help="the embedded MiniCluster's JVM options, e.g. --embedded-jvm-options=-Xmx24g"
         " (default none)")  # fmt: skip

@@ -44,6 +44,7 @@ from ticklake.jobs.flink_conf import CHANNEL_BUFFERS, NETWORK_MEMORY, network_co
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
 from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.risk_inputs import ACCOUNT_INPUTS
+from ticklake.jobs.thread_priority import lower_embedded_bulk_threads
 from ticklake.schemas.flink import kafka_table_ddl
 from ticklake.schemas.models import Candle, DeadLetter, WireModel
 from ticklake.schemas.risk import AccountEvent, RiskDecision, RiskViolation
@@ -155,6 +156,10 @@ class RiskSettings(BaseSettings):
     #: the rules for 16-17 seconds in two minutes (in-job p50 over 100 ms), unaligned ones for
     #: 4-6 (bench/README.md, risk, session 10). Exactly-once outputs are unchanged.
     unaligned_checkpoints: bool = True
+    #: Embedded MiniCluster only: the nice value (0-19) of its bulk threads (the audit's
+    #: Iceberg writers and committer, state snapshots; ``jobs/thread_priority.py``). 0 (the
+    #: default): unchanged.
+    background_nice: int = Field(default=0, ge=0, le=19)
     #: More Flink configuration (``--flink-conf KEY=VALUE``), applied last.
     flink_conf: dict[str, str] = Field(default_factory=dict)
 
@@ -415,6 +420,8 @@ def build(
     drain_gateway_stderr()
     env = StreamExecutionEnvironment.get_execution_environment(config)
     t_env = StreamTableEnvironment.create(env)
+    if "PYFLINK_GATEWAY_PORT" not in os.environ:  # the embedded MiniCluster (not `flink run`)
+        lower_embedded_bulk_threads(settings.background_nice)
     for key, value in settings.flink_config().items():
         t_env.get_config().set(key, value)
     bootstrap = conn.kafka.bootstrap_servers
@@ -532,6 +539,9 @@ def parser() -> argparse.ArgumentParser:
     add("--source-fetch-wait", help="the sources' fetch.max.wait.ms (default 500ms)")
     add("--source-fetch-min-bytes", type=int, help="the sources' fetch.min.bytes (default 1)")
     add("--live-linger", help="the live topics' producer linger.ms, e.g. 2ms (default 0ms)")
+    add("--background-nice", type=int,
+        help="embedded MiniCluster: nice value of the audit writers' and snapshot threads,"
+        " e.g. 10 (default 0: unchanged)")  # fmt: skip
     add("--unaligned-checkpoints", action=argparse.BooleanOptionalAction, default=None,
         help="unaligned checkpoints (default on)")  # fmt: skip
     flink_conf.add_arguments(p)

@@ -18,6 +18,7 @@ on the embedded MiniCluster, one forming update per trade, over the crafted tape
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,6 +46,7 @@ from tests.integration.test_live_outputs import (
 )
 from ticklake.catalog.connection import load_catalog
 from ticklake.catalog.tables import ensure_market_tables
+from ticklake.jobs.thread_priority import thread_names
 from ticklake.relay import Relay, RelayClient, RelaySettings
 from ticklake.relay.subscription import Message
 from ticklake.schemas import Candle, Trade
@@ -88,6 +90,34 @@ def _start_job(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
                                 start_new_session=True)  # fmt: skip
 
 
+def _thread_nice(driver: int) -> dict[str, set[int]]:
+    """Nice values by thread name in the JVM the job's driver started (its child)."""
+    jvms = [
+        int(p.name) for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _ppid(p) == driver and "java" in _comm(p)
+    ]  # fmt: skip
+    assert len(jvms) == 1, jvms
+    out: dict[str, set[int]] = defaultdict(set)
+    for tid, name in thread_names(jvms[0]).items():
+        with contextlib.suppress(OSError):
+            out[name].add(os.getpriority(os.PRIO_PROCESS, tid))
+    return out
+
+
+def _ppid(proc: Path) -> int:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _comm(proc: Path) -> str:
+    try:
+        return (proc / "comm").read_text()
+    except OSError:
+        return ""
+
+
 def _stop(job: subprocess.Popen[bytes]) -> None:
     if job.poll() is None:
         os.killpg(job.pid, signal.SIGTERM)
@@ -106,6 +136,8 @@ class RelayRun:
         self.gaps = 0
         self.duplicates = 0
         self.live_kafka_records = -1
+        #: Nice values of the job JVM's threads, by name.
+        self.thread_nice: dict[str, set[int]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +156,7 @@ def relay_run(
     argv = [
         *[a for a in _job_args(t, run, namespace, work / "c") if a != "--bounded"],
         "--live-relay", f"tcp://127.0.0.1:{relay.publish_port}", "--no-live-kafka",
+        "--background-nice", "10",
     ]  # fmt: skip
     client = RelayClient(relay)
     job = _start_job(argv, work / "job.log")
@@ -149,6 +182,7 @@ def relay_run(
         out.live_kafka_records = _end_offsets(conn, t.live_trades) + _end_offsets(
             conn, t.live_candles
         )
+        out.thread_nice = _thread_nice(job.pid)
     finally:
         _stop(job)
     return out
@@ -210,3 +244,12 @@ def test_late_joiner_gets_the_last_values_from_the_job(relay_run: RelayRun) -> N
 
 def test_no_live_kafka_topics_written(relay_run: RelayRun) -> None:
     assert relay_run.live_kafka_records == 0
+
+
+def test_the_bulk_threads_run_at_a_lower_priority(relay_run: RelayRun) -> None:
+    """The Iceberg writers and committers at nice 10 (``--background-nice 10``), the live
+    path's tasks (source, dedup with its live sinks) unchanged."""
+    nice = relay_run.thread_nice
+    assert nice["IcebergStreamWr"] == {10} and nice["IcebergFilesCom"] == {10}
+    live = [name for name in nice if name.startswith(("Source: ", "Deduplicate"))]
+    assert live and all(nice[name] == {0} for name in live)
