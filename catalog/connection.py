@@ -49,6 +49,21 @@ def flink_catalog_ddl(conn: Connections) -> str:
     return f"CREATE CATALOG `{conn.catalog.name}` WITH (\n  {opts}\n)"
 
 
+def mask_secrets(sql: str, conn: Connections) -> str:
+    """``sql`` with the catalog password and the S3 secret key, wherever they stand as a
+    quoted option value (the only way the DDL here holds them), replaced by ``**********``.
+
+    Only the quoted value: a secret that happens to equal a name used elsewhere (the local
+    stack's password is ``ticklake``) leaves the catalog name and the ``ticklake-relay``
+    connector readable, so the printed script still runs once the secrets are filled in.
+    """
+    for secret in (conn.catalog.password, conn.s3.secret_key):
+        value = secret.get_secret_value()
+        if value:
+            sql = sql.replace(_sql_quote(value), "'**********'")
+    return sql
+
+
 def pyiceberg_properties(conn: Connections) -> dict[str, str]:
     """Properties of pyiceberg's ``SqlCatalog`` for the shared catalog."""
     cat, s3 = conn.catalog, conn.s3

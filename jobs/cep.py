@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ticklake.catalog.connection import flink_catalog_ddl
+from ticklake.catalog.connection import flink_catalog_ddl, mask_secrets
 from ticklake.home import state_home
 from ticklake.jobs.cep_sql import (
     CepSqlOptions,
@@ -290,18 +290,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _mask(script: str, conn: Connections) -> str:
-    for secret in (conn.catalog.password, conn.s3.secret_key):
-        script = script.replace(secret.get_secret_value(), "**********")
-    return script
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     settings = CepSettings(**_overrides(args))
     conn = Connections.load()
     if args.print_sql:
-        print(_mask(plan(settings, conn).script(), conn))
+        print(mask_secrets(plan(settings, conn).script(), conn))
         return
     _, statements = build(settings, conn)
     result = statements.execute()

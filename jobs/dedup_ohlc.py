@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ticklake.catalog.connection import flink_catalog_ddl
+from ticklake.catalog.connection import flink_catalog_ddl, mask_secrets
 from ticklake.home import state_home
 from ticklake.jobs import flink_conf
 from ticklake.jobs.execution import statement_set, wait_unless_detached
@@ -538,10 +538,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = DedupOhlcSettings(**_overrides(args))
     conn = Connections.load()
     if args.print_sql:
-        script = plan(settings, conn).script()
-        for secret in (conn.catalog.password, conn.s3.secret_key):
-            script = script.replace(secret.get_secret_value(), "**********")
-        print(script)
+        print(mask_secrets(plan(settings, conn).script(), conn))
         return
     _, statements = build(settings, conn)
     result = statements.execute()

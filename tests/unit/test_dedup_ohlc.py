@@ -151,6 +151,20 @@ def test_print_sql_masks_secrets(
     assert "INSERT INTO candles_kafka" in out
 
 
+def test_print_sql_masks_only_the_secret_values(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password equal to names in the SQL (the local stack's is ``ticklake``) masks the
+    option value only: the catalog and the relay connector stay readable."""
+    monkeypatch.setenv("TICKLAKE_CATALOG__PASSWORD", "ticklake")
+    monkeypatch.setenv("TICKLAKE_S3__SECRET_KEY", "it's-s3")
+    main(["--print-sql", "--live-relay", "tcp://127.0.0.1:5557"])
+    out = capsys.readouterr().out
+    assert "'jdbc.password' = '**********'" in out
+    assert "'s3.secret-access-key' = '**********'" in out and "it''s-s3" not in out
+    assert "'connector' = 'ticklake-relay'" in out and "INSERT INTO `ticklake`." in out
+
+
 def test_iceberg_candle_columns_match_the_insert() -> None:
     assert [n for n, _ in CANDLE_COLUMNS] == ohlc_sql.ICEBERG_CANDLE_COLUMNS
     trades = next(t for t in TABLES if t.name == "trades")
