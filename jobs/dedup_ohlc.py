@@ -330,6 +330,7 @@ class DedupOhlcSettings(BaseSettings):
             source["properties.auto.offset.reset"] = "earliest"
         if self.bounded:
             source["scan.bounded.mode"] = "latest-offset"
+        live_kafka = self.live and self.live_kafka
         return SqlOptions(
             bootstrap_servers=conn.kafka.bootstrap_servers,
             raw_topic=self.raw_topic,
@@ -345,8 +346,8 @@ class DedupOhlcSettings(BaseSettings):
             },
             transactional_id_prefix=self.transactional_id_prefix,
             ingestor_id=self.ingestor_id,
-            live_trades_topic=self.live_trades_topic if self.live and self.live_kafka else None,
-            live_candles_topic=(self.live_candles_topic if self.live and self.live_kafka else None),
+            live_trades_topic=self.live_trades_topic if live_kafka else None,
+            live_candles_topic=self.live_candles_topic if live_kafka else None,
             live_relay=self.live_relay if self.live else None,
             live_sink_options={"properties.linger.ms": str(_ms(self.live_linger))},
             live_conflation_ms=_ms(self.live_conflation),

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
-from ticklake.schemas.flink import flink_columns, kafka_table_ddl
+from ticklake.schemas.flink import flink_columns, kafka_table_ddl, model_table_ddl
 from ticklake.schemas.models import Candle, Trade, WireModel
 
 #: Width of the event-time part of the open/close key: epoch microseconds, zero-padded.
@@ -393,9 +393,7 @@ def relay_table_ddl(
         "data-type": data_type,
         "format": "avro",
     }
-    columns = ",\n  ".join([*flink_columns(model), *extra_columns])
-    with_ = ",\n  ".join(f"{_q(k)} = {_q(v)}" for k, v in options.items())
-    return f"CREATE TEMPORARY TABLE {table} (\n  {columns}\n) WITH (\n  {with_}\n)"
+    return model_table_ddl(model, table, options, extra_columns=extra_columns)
 
 
 def live_relay_ddls(o: SqlOptions) -> list[str]:

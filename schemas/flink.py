@@ -81,7 +81,19 @@ def kafka_table_ddl(
         "format": "avro",
         "scan.startup.mode": "earliest-offset",
     } | dict(options or {})
+    return model_table_ddl(model, table, opts, extra_columns=extra_columns, temporary=temporary)
+
+
+def model_table_ddl(
+    model: type[WireModel],
+    table: str,
+    options: Mapping[str, str],
+    *,
+    extra_columns: Sequence[str] = (),
+    temporary: bool = True,
+) -> str:
+    """``CREATE TABLE`` with ``model``'s columns (then ``extra_columns``) and ``options``."""
     columns = ",\n  ".join([*flink_columns(model), *extra_columns])
-    with_ = ",\n  ".join(f"{_quote(k)} = {_quote(v)}" for k, v in opts.items())
+    with_ = ",\n  ".join(f"{_quote(k)} = {_quote(v)}" for k, v in options.items())
     kind = "TEMPORARY TABLE" if temporary else "TABLE"
     return f"CREATE {kind} {table} (\n  {columns}\n) WITH (\n  {with_}\n)"

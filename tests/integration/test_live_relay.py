@@ -22,7 +22,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -44,36 +43,23 @@ from tests.integration.test_live_outputs import (
     tape_truth,
     with_history,
 )
+from tests.integration.test_relay import make_settings, running
 from ticklake.catalog.connection import load_catalog
 from ticklake.catalog.tables import ensure_market_tables
 from ticklake.jobs.thread_priority import thread_names
-from ticklake.relay import Relay, RelayClient, RelaySettings
+from ticklake.relay import RelayClient, RelaySettings
 from ticklake.relay.subscription import Message
 from ticklake.schemas import Candle, Trade
 from ticklake.settings import Connections
-from ticklake.stack.process import free_port
 
 MARKET = "BINANCE:BTC/USDT"
 
 
 @pytest.fixture(scope="module")
 def relay() -> Iterator[RelaySettings]:
-    settings = RelaySettings(
-        request_port=free_port(),
-        work_port=free_port(),
-        publish_port=free_port(),
-        subscribe_port=free_port(),
-    )
-    r = Relay(settings)
-    r.start()
-    thread = threading.Thread(target=r.run, daemon=True)
-    thread.start()
-    try:
+    settings = make_settings()
+    with running(settings):
         yield settings
-    finally:
-        r.stop()
-        thread.join(15)
-    assert not thread.is_alive()
 
 
 def _start_job(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
