@@ -457,6 +457,7 @@ def run(  # noqa: PLR0912, PLR0915
     """
     from ticklake.bench.proctree import TreeSampler
     from ticklake.bench.stack_up import scratch_stack
+    from ticklake.bench.system import SystemSampler
     from ticklake.catalog.connection import load_catalog
     from ticklake.catalog.tables import ensure_market_tables
     from ticklake.schemas.topics import (
@@ -487,7 +488,8 @@ def run(  # noqa: PLR0912, PLR0915
         work.mkdir(parents=True, exist_ok=True)
         stack = Stack()
         stack.up()
-        sampler = TreeSampler(interval=0.5)
+        sampler = TreeSampler(interval=0.25 if keep else 0.5)
+        system = SystemSampler() if keep else None  # per-second diagnosis of kept runs
         for comp in stack.status():
             if comp.pids:
                 sampler.add(comp.name, comp.pids)
@@ -581,6 +583,9 @@ def run(  # noqa: PLR0912, PLR0915
                     _stop(p)
                     data.update(json.loads(out.read_text()))
                 gaps += data["relay"]["gaps"]
+                if system is not None:
+                    system.save(work / f"system-{i}.json")
+                    sampler.save(work / f"cpu-{i}.json")
                 phases = json.loads(phases_out.read_text())
                 for ph in phases:
                     achieved = ph["sent"] / ((ph["end"] - ph["start"]) / 1e6)
@@ -606,6 +611,8 @@ def run(  # noqa: PLR0912, PLR0915
                 finals += [lt for w, lt in data["final"]["samples"] if start <= w <= end]
         finally:
             sampler.stop()
+            if system is not None:
+                system.stop()
             for p in reversed(procs):
                 _stop(p)
             stack.down()

@@ -8,11 +8,13 @@ last sampled value, so a group's CPU never goes down.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -109,6 +111,12 @@ class TreeSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+    def save(self, path: Path) -> None:
+        """Write every group's series as JSON: ``{group: [[wall, cpu_s, rss_mib], ...]}``."""
+        with self._lock:
+            data = {name: g.series for name, g in self._groups.items()}
+            path.write_text(json.dumps(data))
 
     @property
     def groups(self) -> list[str]:
