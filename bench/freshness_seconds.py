@@ -10,9 +10,10 @@ job's share (live record ``CreateTime``), the live trade, the forming 1m candle 
 subscriber. When the run kept ``system-N.json`` and ``cpu-N.json`` (``bench freshness``
 writes them with ``TICKLAKE_BENCH_WORK``), each second also shows the machine
 (``bench/system.py``: cores busy and stolen, CPU and I/O pressure, disk writes, dirty pages)
-and the cores of the broker, the job, MinIO, PostgreSQL and the bench's producer. A stall shows as a second whose p50 jumps and a backlog that drains over the
-next ones; at checkpoint intervals it points at the checkpoint (``bench/README.md``,
-session 6).
+and the cores of the broker, the job, MinIO, PostgreSQL and the bench's producer.
+
+A stall shows as a second whose p50 jumps and a backlog that drains over the next ones; at
+checkpoint intervals it points at the checkpoint (``bench/README.md``, session 6).
 """
 
 from __future__ import annotations
