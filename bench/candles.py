@@ -15,6 +15,9 @@ contender in its own child process, all reading that topic from the beginning:
   the embedded MiniCluster with parallelism N; sinks ``all`` (the job as deployed: Kafka and
   Iceberg), ``kafka`` or ``iceberg``; ``nolive`` turns the live outputs off (``--no-live``);
   ``conflate=<duration>`` sets ``--live-conflation`` (``conflate=0ms``: an update per trade);
+  ``relay`` sends the live outputs straight to a relay the bench starts (``--live-relay``,
+  ``--no-live-kafka``) instead of the Kafka live topics, with one subscriber to every topic
+  that counts what it receives (``RelayTap``);
 - ``quix``: the same computation in Quix Streams (``candles_quix``, its own environment);
 - ``dict``: a confluent-kafka loop aggregating in dicts (``candles_loop``);
 - ``raw``: the same consumer decoding the Avro and nothing else: the practical limit.
@@ -197,6 +200,74 @@ class Contender:
     sinks: str = "all"
     live: bool | None = None  # None: the job's default (or no such option)
     conflation: str | None = None  # --live-conflation (None: the job's default)
+    via_relay: bool = False  # live outputs to a relay (--live-relay) instead of Kafka
+
+
+class RelayTap:
+    """A relay process of its own (free ports) and one ZeroMQ subscriber to all of its topics
+    that counts the live messages (not the last-value replays) by data type."""
+
+    def __init__(self, log: Path) -> None:
+        import threading
+
+        from ticklake.stack.process import free_port
+
+        self.ports = {v: free_port() for v in ("REQUEST", "WORK", "PUBLISH", "SUBSCRIBE")}
+        env = dict(os.environ) | {f"TICKLAKE_RELAY__{v}_PORT": str(p)
+                                  for v, p in self.ports.items()}  # fmt: skip
+        self._log = log.open("w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ticklake.relay"], env=env,
+                                     stdout=self._log, stderr=self._log,
+                                     start_new_session=True)  # fmt: skip
+        self.counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._count, name="relay-tap", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            self.close()
+            raise RuntimeError(f"the bench's relay did not start: see {log}")
+
+    @property
+    def endpoint(self) -> str:
+        """Where the job publishes (the relay's XSUB side)."""
+        return f"tcp://127.0.0.1:{self.ports['PUBLISH']}"
+
+    def _count(self) -> None:
+        import zmq
+
+        from ticklake.relay.topics import TERMINATOR, Header
+
+        ctx = zmq.Context()
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, 0)  # count everything the relay sends
+        sub.connect(f"tcp://127.0.0.1:{self.ports['SUBSCRIBE']}")
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        time.sleep(0.5)  # the relay binds at start; the job waits for its subscription anyway
+        self._ready.set()
+        while not self._stop.is_set():
+            if not sub.poll(200):
+                continue
+            while True:
+                try:
+                    topic, header, _ = sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if Header.unpack(header).is_replay:
+                    continue
+                kind = topic.rstrip(TERMINATOR).rsplit(b"|", 1)[-1].decode()
+                self.counts[kind] = self.counts.get(kind, 0) + 1
+        sub.close(linger=0)
+        ctx.term()
+
+    def close(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join(10)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+        self._log.close()
+        return dict(self.counts)
 
 
 def parse_flink(spec: str, has_live_flag: bool) -> Contender:
@@ -211,7 +282,73 @@ def parse_flink(spec: str, has_live_flag: bool) -> Contender:
     conflation = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("conflate=")), None)
     if conflation is not None and live:
         live_txt += f" (conflate {conflation})"
-    return Contender(f"ticklake p{par}, {what}{live_txt}", "flink", par, sinks, live, conflation)
+    via_relay = "relay" in parts[1:]
+    if via_relay and not live:
+        raise ValueError(f"{spec!r}: 'relay' sends the live outputs to a relay; they are off")
+    if via_relay:
+        live_txt += " to the relay"
+    return Contender(f"ticklake p{par}, {what}{live_txt}", "flink", par, sinks, live,
+                     conflation, via_relay)  # fmt: skip
+
+
+def _live_args(c: Contender, run: str, tap: RelayTap | None) -> list[str]:
+    """The job's live-output flags of a contender."""
+    args: list[str] = []
+    if tap is not None:
+        args += ["--live-relay", tap.endpoint, "--no-live-kafka"]
+    elif c.live is not None:
+        args += ["--live-trades-topic", f"bench.live.trades.{run}",
+                 "--live-candles-topic", f"bench.live.candles.{run}"]  # fmt: skip
+    if c.live is False:
+        args.append("--no-live")
+    elif c.live and c.conflation is not None:
+        args += ["--live-conflation", c.conflation]
+    return args
+
+
+def _run_flink(
+    c: Contender, *, bootstrap: str, raw_topic: str, out_topic: str, records: int,
+    want: set[CandleRow], timeout_s: float, scratch: Path, run: str,
+) -> tuple[Measured, Verdict]:  # fmt: skip
+    from ticklake.catalog.connection import load_catalog
+    from ticklake.catalog.tables import ensure_market_tables
+    from ticklake.schemas.topics import CANDLES, RAW_TRADES, ensure_topics
+    from ticklake.stack.components.flink import flink_python, job_environment
+    from ticklake.stack.context import StackContext
+    from ticklake.stack.settings import StackSettings
+
+    namespace = f"bench_{run}"
+    late_topic = f"bench.candles.late.{run}"
+    ensure_topics(bootstrap, [CANDLES.renamed(out_topic), RAW_TRADES.renamed(late_topic)])
+    ensure_market_tables(load_catalog(), namespace)
+    ctx = StackContext(StackSettings())
+    env = dict(os.environ) | job_environment(ctx)
+    all_tf = tuple(TIMEFRAMES_US)
+    args = ["--raw-topic", raw_topic, "--candles-topic", out_topic, "--late-topic",
+            late_topic, "--namespace", namespace, "--out-of-orderness", f"{BOUND_MS}ms",
+            "--bounded", "--parallelism", str(c.parallelism),
+            "--checkpoint-dir", (scratch / f"ckpt-{run}").as_uri(),
+            "--transactional-id-prefix", f"bench-{run}",
+            "--group-id", f"bench-{run}"]  # fmt: skip
+    tap = RelayTap(scratch / f"relay-{run}.log") if c.via_relay else None
+    args += _live_args(c, run, tap)
+    cmd = [str(flink_python(ctx)), "-m", "ticklake.bench.candles_flink",
+           "--sinks", c.sinks, "--", *args]  # fmt: skip
+    try:
+        m = measure(cmd, env, records, timeout_s)
+    finally:
+        if tap is not None:
+            time.sleep(1)  # the last messages in flight through the relay
+            received = tap.close()
+    if tap is not None:
+        m.report["relay_received"] = received
+    verdicts = []
+    if c.sinks in ("all", "kafka"):
+        verdicts.append(tape_mod.compare(want, avro_candles(bootstrap, out_topic), all_tf))
+    if c.sinks in ("all", "iceberg"):
+        verdicts.append(tape_mod.compare(want, iceberg_candles(namespace), all_tf))
+    worst = max(verdicts, key=lambda v: v.missing + v.unexpected)
+    return m, worst
 
 
 def run_contender(
@@ -225,42 +362,9 @@ def run_contender(
     env = dict(os.environ)
     all_tf = tuple(TIMEFRAMES_US)
     if c.kind == "flink":
-        from ticklake.catalog.connection import load_catalog
-        from ticklake.catalog.tables import ensure_market_tables
-        from ticklake.schemas.topics import CANDLES, RAW_TRADES, ensure_topics
-        from ticklake.stack.components.flink import flink_python, job_environment
-        from ticklake.stack.context import StackContext
-        from ticklake.stack.settings import StackSettings
-
-        namespace = f"bench_{run}"
-        late_topic = f"bench.candles.late.{run}"
-        ensure_topics(bootstrap, [CANDLES.renamed(out_topic), RAW_TRADES.renamed(late_topic)])
-        ensure_market_tables(load_catalog(), namespace)
-        ctx = StackContext(StackSettings())
-        env |= job_environment(ctx)
-        args = ["--raw-topic", raw_topic, "--candles-topic", out_topic, "--late-topic",
-                late_topic, "--namespace", namespace, "--out-of-orderness", f"{BOUND_MS}ms",
-                "--bounded", "--parallelism", str(c.parallelism),
-                "--checkpoint-dir", (scratch / f"ckpt-{run}").as_uri(),
-                "--transactional-id-prefix", f"bench-{run}",
-                "--group-id", f"bench-{run}"]  # fmt: skip
-        if c.live is not None:
-            args += ["--live-trades-topic", f"bench.live.trades.{run}",
-                     "--live-candles-topic", f"bench.live.candles.{run}"]  # fmt: skip
-            if not c.live:
-                args.append("--no-live")
-            elif c.conflation is not None:
-                args += ["--live-conflation", c.conflation]
-        cmd = [str(flink_python(ctx)), "-m", "ticklake.bench.candles_flink",
-               "--sinks", c.sinks, "--", *args]  # fmt: skip
-        m = measure(cmd, env, records, timeout_s)
-        verdicts = []
-        if c.sinks in ("all", "kafka"):
-            verdicts.append(tape_mod.compare(want, avro_candles(bootstrap, out_topic), all_tf))
-        if c.sinks in ("all", "iceberg"):
-            verdicts.append(tape_mod.compare(want, iceberg_candles(namespace), all_tf))
-        worst = max(verdicts, key=lambda v: v.missing + v.unexpected)
-        return m, worst
+        return _run_flink(c, bootstrap=bootstrap, raw_topic=raw_topic, out_topic=out_topic,
+                          records=records, want=want, timeout_s=timeout_s, scratch=scratch,
+                          run=run)  # fmt: skip
     admin = AdminClient({"bootstrap.servers": bootstrap})  # keep it alive for the result
     # No time-based retention: Quix Streams stamps each window result with the window start
     # (event time, years ago), which the broker's retention would delete within minutes.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -11,6 +13,7 @@ import pandas as pd
 import pytest
 
 from ticklake.bench import candles_tape as tape
+from ticklake.bench.candles import RelayTap, _live_args, parse_flink
 from ticklake.bench.candles_loop import DictCandles
 from ticklake.schemas.models import Trade
 from ticklake.schemas.serde import decode, encode, parsed_schema
@@ -128,3 +131,50 @@ def test_dict_loop_equals_the_pandas_truth_on_a_tape(df: pd.DataFrame) -> None:
     assert verdict.correct, verdict
     assert agg.late == 0
     assert verdict.compared == len(want) > 1000
+
+
+def test_contender_specs_choose_the_live_path() -> None:
+    kafka = parse_flink("p1", has_live_flag=True)
+    assert (kafka.live, kafka.via_relay) == (True, False)
+    assert _live_args(kafka, "r1", None) == [
+        "--live-trades-topic", "bench.live.trades.r1",
+        "--live-candles-topic", "bench.live.candles.r1",
+    ]  # fmt: skip
+    relay = parse_flink("p2:relay", has_live_flag=True)
+    assert (relay.parallelism, relay.live, relay.via_relay) == (2, True, True)
+    assert relay.label == "ticklake p2, Kafka + Iceberg, live on to the relay"
+    off = parse_flink("p1:nolive", has_live_flag=True)
+    assert _live_args(off, "r1", None)[-1] == "--no-live"
+    with pytest.raises(ValueError, match="they are off"):
+        parse_flink("p1:nolive:relay", has_live_flag=True)
+    with pytest.raises(ValueError, match="they are off"):
+        parse_flink("p1:iceberg:relay", has_live_flag=True)
+
+
+def test_relay_tap_counts_live_messages_through_a_real_relay(tmp_path: Path) -> None:
+    from ticklake.relay import RelaySettings
+    from ticklake.relay.publisher import RelayPublisher
+
+    tap = RelayTap(tmp_path / "relay.log")
+    try:
+        ports = {f"{k.lower()}_port": v for k, v in tap.ports.items()}
+        pub = RelayPublisher(RelaySettings(**ports))  # type: ignore[arg-type]
+        try:
+            pub.wait_ready(10)
+            deadline = time.monotonic() + 10
+            while not tap.counts and time.monotonic() < deadline:  # the tap's subscription
+                pub.publish_raw("BINANCE:ETH/USDT|tick", b"warm")  # reaches the relay
+                time.sleep(0.05)
+            before = dict(tap.counts)
+            for i in range(50):
+                pub.publish_raw("BINANCE:BTC/USDT|tick", b"t%d" % i)
+            for i in range(7):
+                pub.publish_raw("BINANCE:BTC/USDT|ohlc:1m", b"c%d" % i)
+            time.sleep(1)
+        finally:
+            pub.close()
+    finally:
+        counts = tap.close()
+    assert counts["tick"] - before.get("tick", 0) == 50
+    assert counts["ohlc:1m"] == 7
+    assert tap.proc.returncode is not None  # the relay stopped with the tap
