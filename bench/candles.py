@@ -205,7 +205,8 @@ class Contender:
 
 class RelayTap:
     """A relay process of its own (free ports) and one ZeroMQ subscriber to all of its topics
-    that counts the live messages (not the last-value replays) by data type."""
+    that counts the live messages by data type (not the last-value replays, nor the relay's
+    acknowledgement of the subscription)."""
 
     def __init__(self, log: Path) -> None:
         import threading
@@ -253,7 +254,8 @@ class RelayTap:
                     topic, header, _ = sub.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if Header.unpack(header).is_replay:
+                h = Header.unpack(header)
+                if h.is_replay or h.is_ack:  # last values, and the relay's subscribe ack
                     continue
                 kind = topic.rstrip(TERMINATOR).rsplit(b"|", 1)[-1].decode()
                 self.counts[kind] = self.counts.get(kind, 0) + 1

@@ -177,4 +177,5 @@ def test_relay_tap_counts_live_messages_through_a_real_relay(tmp_path: Path) -> 
         counts = tap.close()
     assert counts["tick"] - before.get("tick", 0) == 50
     assert counts["ohlc:1m"] == 7
+    assert set(counts) == {"tick", "ohlc:1m"}  # no subscribe ack, no replay counted
     assert tap.proc.returncode is not None  # the relay stopped with the tap
