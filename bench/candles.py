@@ -243,9 +243,7 @@ class RelayTap:
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, 0)  # count everything the relay sends
         sub.connect(f"tcp://127.0.0.1:{self.ports['SUBSCRIBE']}")
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        time.sleep(0.5)  # the relay binds at start; the job waits for its subscription anyway
-        self._ready.set()
+        sub.setsockopt(zmq.SUBSCRIBE, b"")  # ready when the relay acknowledges it
         while not self._stop.is_set():
             if not sub.poll(200):
                 continue
@@ -255,7 +253,10 @@ class RelayTap:
                 except zmq.Again:
                     break
                 h = Header.unpack(header)
-                if h.is_replay or h.is_ack:  # last values, and the relay's subscribe ack
+                if h.is_ack:  # the relay has our subscription: the job may start
+                    self._ready.set()
+                    continue
+                if h.is_replay:  # last values re-sent to a late joiner
                     continue
                 kind = topic.rstrip(TERMINATOR).rsplit(b"|", 1)[-1].decode()
                 self.counts[kind] = self.counts.get(kind, 0) + 1

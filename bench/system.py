@@ -10,7 +10,7 @@ doing then. Every ``interval`` seconds a :class:`SystemSampler` reads, from ``/p
 - ``/proc/diskstats``: bytes written and the time the disk was busy, all disks summed;
 - ``/proc/meminfo``: dirty and writeback page cache (a writeback storm shows here).
 
-:meth:`SystemSampler.per_second` turns the cumulative counters into rates per whole
+:func:`per_second` turns the cumulative counters into rates per whole
 second since a start instant, the same buckets as ``freshness_seconds``.
 """
 
@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-TICK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 SECTOR = 512
 
