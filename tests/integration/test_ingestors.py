@@ -200,6 +200,11 @@ def in_window(trades: list[Trade], symbol: str, start: int, end: int) -> list[Tr
     return [t for t in trades if t.symbol == symbol and start <= t.exchange_ts_us // 1000 <= end]
 
 
+def ends_after(truth: Tape, symbol: str, start_ms: int, count: int) -> int:
+    """The timestamp of the ``count``-th tape trade of ``symbol`` from ``start_ms`` on."""
+    return int(truth.market(symbol).trades(start_ms, start_ms + 3_600_000, limit=count).ts[-1])
+
+
 def past(symbol: str, end_ms: int) -> Callable[[list[Trade]], bool]:
     """Done once a trade of ``symbol`` after ``end_ms`` arrived (per-market order holds)."""
     return lambda got: any(t.symbol == symbol and t.exchange_ts_us // 1000 > end_ms for t in got)
@@ -216,7 +221,9 @@ def test_realtime_ingest_of_a_window_is_exactly_the_tape(
     start = now_ms() - 2000
     trades = readers(topics.trades, Trade)
     with Running(settings(exchange, topics, markets=markets, since_ms=start), conn) as run:
-        end = now_ms() + 2000
+        # at least 2 s of live trades, and long enough that the tape (deterministic, so known
+        # ahead) holds over 50 trades of each market: a quiet stretch must not fail the test
+        end = max(now_ms() + 2000, *(ends_after(truth, s, start, 51) for s in markets))
         for symbol in markets:
             trades.until(past(symbol, end))
         assert run.service.health()["healthy"]
@@ -240,7 +247,7 @@ def test_two_ingestors_on_one_market_produce_each_trade_twice(
         # both have seen a trade: the window starts after that
         trades.until(lambda got: {t.ingestor_id for t in got} == {"ingestor-a", "ingestor-b"})
         start = max(t.exchange_ts_us // 1000 for t in trades.records) + 1
-        end = start + 2000
+        end = max(start + 2000, ends_after(truth, "ETH/USDT", start, 11))
         trades.until(
             lambda got: all(
                 any(t.ingestor_id == i and t.exchange_ts_us // 1000 > end for t in got)
