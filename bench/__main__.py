@@ -72,12 +72,24 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
         default=[],
         help="an extra flag of the dedup + OHLC job, e.g. --job-arg=--no-live (repeatable)",
     )
+    p.add_argument(
+        "--producer-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="experiments: a librdkafka setting of the bench's trade producer over the"
+        " ingestors' own (ticklake.ingestors.kafka_sink), e.g. linger.ms=20 (repeatable)",
+    )
     risk_arguments(sub.add_parser("risk", help="risk job: decision and breach -> halt latency"))
     p = sub.add_parser("kafka-poll", help="record wait in consume(n, timeout) vs consume_ready")
     p.add_argument("--rates", default="100,1000,10000", help="records/s, comma-separated")
     p.add_argument("--seconds", type=float, default=5.0, help="per rate and call")
     p.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.name == "freshness":
+        bad = [c for c in args.producer_config if "=" not in c or c.startswith("=")]
+        if bad:
+            parser.error(f"--producer-config takes KEY=VALUE, got {bad[0]!r}")
     if args.name == "freshness" and args.sinks == "iceberg":
         parser.error(
             "freshness measures the live outputs, and --sinks iceberg has none: "
@@ -132,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
                 sinks=args.sinks,
                 warmup_s=args.warmup_seconds,
                 live_path=args.live_path,
+                producer_config=args.producer_config,
             )
         )
 

@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -147,11 +148,14 @@ def _producer(
     topic: str,
     phases: list[tuple[int, float]],
     out: Path,
+    *,
     warmup: tuple[int, float] | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> None:
     """Produce ``rate`` trades/s per phase; 100/s before (3 s), between and after.
 
     ``warmup`` (rate, seconds): first that load, not measured, then 5 s at 100/s.
+    ``overrides``: librdkafka settings over the ingestors' (experiments).
     """
     from confluent_kafka import Producer
 
@@ -159,7 +163,14 @@ def _producer(
 
     # An ingestor's producer settings (5 ms batches): the broker's and the job's load from
     # the many small requests of a lower linger is part of what this measures.
-    producer = Producer({"bootstrap.servers": bootstrap, **INGEST_PRODUCER_CONFIG})
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        **INGEST_PRODUCER_CONFIG,
+        **(overrides or {}),
+    }
+    if "statistics.interval.ms" in config:  # librdkafka's own view, one line per interval
+        config["stats_cb"] = _stats_writer(out.with_suffix(".stats.jsonl"))
+    producer = Producer(config)
     prefixes = [(f"{e}:{s}".encode(), _string(e) + _string(s)) for e, s in MARKETS]
     tail = _string("bench:freshness")
     # side, price 1000, amount 1 (DECIMAL(18, 8): unscaled big-endian), request_id null
@@ -209,6 +220,34 @@ def _producer(
     run_at(100, 20.0)  # the last windows close (bound) and commit (checkpoint)
     producer.flush(30)
     out.write_text(json.dumps(results))
+
+
+def _stats_writer(path: Path) -> Callable[[str], None]:
+    """A ``stats_cb`` that appends the brokers' request counters and latencies to ``path``.
+
+    Per broker: requests sent (``tx``), awaiting a response (``waitresp_cnt``) and queued
+    (``outbuf_cnt``), and the percentiles (µs) of the round trip (``rtt``) and of the time
+    a record waits in the producer before it is sent (``int_latency``).
+    """
+
+    def write(raw: str) -> None:
+        stats = json.loads(raw)
+        brokers = {
+            b["nodename"]: {
+                "tx": b["tx"],
+                "waitresp_cnt": b["waitresp_cnt"],
+                "outbuf_cnt": b["outbuf_cnt"],
+                "rtt": {k: b["rtt"][k] for k in ("p50", "p99", "max")},
+                "int_latency": {k: b["int_latency"][k] for k in ("p50", "p99", "max")},
+            }
+            for b in stats["brokers"].values()
+            if b.get("nodeid", -1) >= 0
+        }
+        line = {"time": stats["time"], "msg_cnt": stats["msg_cnt"], "brokers": brokers}
+        with path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    return write
 
 
 def _relay_observer(stop: list[bool], out: Path) -> None:
@@ -447,8 +486,12 @@ def run(  # noqa: PLR0912, PLR0915
     sinks: str = "all",
     warmup_s: float = 0.0,
     live_path: str = "kafka",
+    producer_config: list[str] | None = None,
 ) -> Table:
     """Run the phases; ``job_args`` are extra flags of the dedup + OHLC job (experiments).
+
+    ``producer_config``: ``KEY=VALUE`` librdkafka settings of the bench's trade producer
+    over the ingestors' own (experiments).
 
     ``warmup_s``: before the first run's phases, that long at the highest rate, not measured
     (the job's JIT compilers are still busy minutes after it starts: bench/README.md).
@@ -567,6 +610,7 @@ def run(  # noqa: PLR0912, PLR0915
                 if i == 0 and warmup_s > 0:
                     produce.append(f"--warmup={max(rates)}:{warmup_s}")
                     console.print(f"warm-up: {max(rates):,}/s for {warmup_s:.0f}s, not measured")
+                produce += [f"--config={c}" for c in producer_config or []]
                 producer = subprocess.Popen(
                     [*produce, names["raw"], spec, str(phases_out)], env=env
                 )
@@ -618,7 +662,7 @@ def run(  # noqa: PLR0912, PLR0915
             stack.down()
     return table(
         results, latency_percentiles(finals), gaps, checkpoint, job_args or [],
-        warmup_s=warmup_s, live_path=live_path,
+        warmup_s=warmup_s, live_path=live_path, producer_config=producer_config,
     )  # fmt: skip
 
 
@@ -642,6 +686,7 @@ def table(
     *,
     warmup_s: float = 0.0,
     live_path: str = "kafka",
+    producer_config: list[str] | None = None,
 ) -> Table:
     path = (
         "live path: the job -> relay (no Kafka live topics, no bridge)"
@@ -654,7 +699,8 @@ def table(
         f"bound {BOUND}, checkpoints {checkpoint}; subscriber gaps {gaps}; (0), (a0), (a) "
         f"from every {TRADE_PARTITION_SAMPLE}rd partition of the trade topics; {path}"
         + (f"; job flags {' '.join(job_args)}" if job_args else "")
-        + (f"; {warmup_s:.0f}s of unmeasured warm-up at the top rate first" if warmup_s else ""),
+        + (f"; {warmup_s:.0f}s of unmeasured warm-up at the top rate first" if warmup_s else "")
+        + (f"; trade producer {' '.join(producer_config)}" if producer_config else ""),
     )
     for col in ("trades/s (achieved)", "run", "(0) raw topic",
                 "(a0) in the job: live trade sent (CreateTime, ms)", "(a) live trade",
@@ -681,6 +727,7 @@ def main(argv: list[str] | None = None) -> None:
     prod.add_argument("phases", help="rate:seconds,...")
     prod.add_argument("out", type=Path)
     prod.add_argument("--warmup", help="rate:seconds, produced first and not measured")
+    prod.add_argument("--config", action="append", default=[], help="KEY=VALUE (librdkafka)")
     obs = sub.add_parser("_observe")
     obs.add_argument("kind", choices=["kafka", "final", "relay"])
     obs.add_argument("bootstrap")
@@ -693,7 +740,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.warmup:
             rate, secs = args.warmup.split(":")
             warmup = (int(rate), float(secs))
-        _producer(args.bootstrap, args.topic, phases, args.out, warmup)
+        overrides = dict(c.split("=", 1) for c in args.config)
+        _producer(args.bootstrap, args.topic, phases, args.out, warmup=warmup, overrides=overrides)
     else:
         _observer(args.kind, args.bootstrap, args.topic, args.out)
 

@@ -55,3 +55,12 @@ def test_sigterm_unwinds_the_benchmark_through_its_finally() -> None:
             proc.kill()
     assert "cleaned up" in out, err
     assert proc.returncode == 128 + signal.SIGTERM
+
+
+def test_freshness_refuses_a_producer_setting_without_a_value(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["freshness", "--producer-config", "linger.ms"])
+    assert exc.value.code == 2
+    assert "--producer-config takes KEY=VALUE, got 'linger.ms'" in capsys.readouterr().err
