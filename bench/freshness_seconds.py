@@ -10,7 +10,9 @@ job's share (live record ``CreateTime``), the live trade, the forming 1m candle 
 subscriber. When the run kept ``system-N.json`` and ``cpu-N.json`` (``bench freshness``
 writes them with ``TICKLAKE_BENCH_WORK``), each second also shows the machine
 (``bench/system.py``: cores busy and stolen, CPU and I/O pressure, disk writes, dirty pages)
-and the cores of the broker, the job, MinIO, PostgreSQL and the bench's producer.
+and the cores of the broker, the job, MinIO, PostgreSQL and the bench's producer. With
+``--producer-config statistics.interval.ms=1000``, also the producer's requests per second,
+requests in flight and round-trip p99 (librdkafka's statistics).
 
 A stall shows as a second whose p50 jumps and a backlog that drains over the next ones; at
 checkpoint intervals it points at the checkpoint (``bench/README.md``, session 6).
@@ -19,6 +21,7 @@ checkpoint intervals it points at the checkpoint (``bench/README.md``, session 6
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -74,6 +77,34 @@ def _machine(work: Path, run: int, start: float) -> dict[int, dict[str, str]]:
     return out
 
 
+def _producer_stats(work: Path, run: int, start: float) -> dict[int, dict[str, str]]:
+    """Per-second columns from the producer's ``phases-N.stats.jsonl``, if kept.
+
+    The bench's trade producer writes it when run with ``--producer-config
+    statistics.interval.ms=1000``: produce requests per second (all brokers), requests
+    awaiting a response at the sample, and the interval's round-trip p99 (ms, worst broker).
+    """
+    path = work / f"phases-{run}.stats.jsonl"
+    if not path.exists():
+        return {}
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out: dict[int, dict[str, str]] = {}
+    for before, now in itertools.pairwise(lines):
+        if now["time"] <= before["time"]:
+            continue
+        sent = sum(b["tx"] for b in now["brokers"].values()) - sum(
+            b["tx"] for b in before["brokers"].values()
+        )
+        second = int(now["time"] - 1 - start)  # the interval's second (whole-second clock)
+        rtt_p99 = max((b["rtt"]["p99"] for b in now["brokers"].values()), default=0)
+        out[second] = {
+            "prod req/s": f"{sent / (now['time'] - before['time']):.0f}",
+            "in flight": str(sum(b["waitresp_cnt"] for b in now["brokers"].values())),
+            "rtt p99": f"{rtt_p99 / 1000:.0f}",
+        }
+    return out
+
+
 def table(work: Path, run: int, phase: int) -> Table:
     ph = json.loads((work / f"phases-{run}.json").read_text())[phase]
     kafka = json.loads((work / f"kafka-{run}.json").read_text())
@@ -88,12 +119,14 @@ def table(work: Path, run: int, phase: int) -> Table:
     }
     by_second = {name: buckets(s, ph["start"], ph["end"]) for name, s in series.items()}
     machine = _machine(work, run, ph["start"] / 1e6)
+    for second, stats in _producer_stats(work, run, ph["start"] / 1e6).items():
+        machine.setdefault(second, {}).update(stats)
     t = Table(title=f"{work}: run {run}, phase {phase} ({ph['rate']:,}/s), ms p50 / p99")
     t.add_column("second", justify="right")
     t.add_column("trades", justify="right")
     for name in series:
         t.add_column(name, justify="right")
-    extra = list(next(iter(machine.values()), {}))
+    extra = list(dict.fromkeys(name for named in machine.values() for name in named))
     for name in extra:
         t.add_column(name, justify="right")
     for second in sorted(by_second["live trade"] or by_second["subscriber"]):

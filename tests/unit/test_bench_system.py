@@ -117,3 +117,35 @@ def test_the_per_second_table_shows_the_machine_beside_the_latencies(tmp_path: P
     assert by_second["0"]["disk MiB/s"] == "10"
     assert by_second["0"]["job"] == "0.25"
     assert by_second["1"]["job"] == "1.50"
+
+
+def test_the_per_second_table_shows_the_producers_requests(tmp_path: Path) -> None:
+    """``phases-N.stats.jsonl`` (librdkafka's statistics): requests/s, in flight, rtt p99."""
+    start = 1_000_000.0
+    us = int(start * 1e6)
+    (tmp_path / "phases-0.json").write_text(
+        json.dumps([{"rate": 10, "start": us, "end": us + 3_000_000}])
+    )
+    (tmp_path / "kafka-0.json").write_text(json.dumps({"raw": {"samples": []}}))
+    relay = [[us + s * 1_000_000 + 500_000, 9000] for s in range(3)]
+    (tmp_path / "relay-0.json").write_text(json.dumps({"relay": {"samples": relay}}))
+
+    def line(t: int, tx: int, inflight: int, rtt_p99_us: int) -> str:
+        broker = {"tx": tx, "waitresp_cnt": inflight, "outbuf_cnt": 0,
+                  "rtt": {"p50": 1, "p99": rtt_p99_us, "max": rtt_p99_us},
+                  "int_latency": {"p50": 1, "p99": 1, "max": 1}}  # fmt: skip
+        return json.dumps({"time": t, "msg_cnt": 0, "brokers": {"b:9092": broker}})
+
+    stats = [line(1_000_000, 100, 0, 0), line(1_000_001, 1300, 3, 8000),
+             line(1_000_002, 1900, 5, 250_000)]  # fmt: skip
+    (tmp_path / "phases-0.stats.jsonl").write_text("\n".join(stats) + "\n")
+    console = Console(width=300, record=True)
+    console.print(freshness_seconds.table(tmp_path, 0, 0))
+    lines = console.export_text().splitlines()
+    head = next(line for line in lines if line.startswith("┃ second"))
+    header = [c.strip() for c in head.strip("┃").split("┃")]
+    rows = [[c.strip() for c in line.strip("│").split("│")] for line in lines if line[:1] == "│"]
+    by_second = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert (by_second["0"]["prod req/s"], by_second["0"]["in flight"]) == ("1200", "3")
+    assert (by_second["1"]["prod req/s"], by_second["1"]["rtt p99"]) == ("600", "250")
+    assert by_second["2"]["prod req/s"] == "-"
