@@ -62,12 +62,13 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-def _producer(bootstrap: str, linger_ms: int = 0) -> Any:
+def _producer(bootstrap: str) -> Any:
+    """A producer that sends each record at once (proposals, fills: the measured path)."""
     from confluent_kafka import Producer
 
     from ticklake.schemas.topics import PRODUCER_CONFIG
 
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, **PRODUCER_CONFIG})
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, **PRODUCER_CONFIG})
 
 
 def _candle(symbol: str, end: int) -> Any:
@@ -118,10 +119,15 @@ def _daily(symbol: str, end: int) -> Any:
 
 def load_process(bootstrap: str, topics: dict[str, str], trades_per_s: int, stop: Any) -> None:
     """Trades at ``trades_per_s`` to the raw topic, one 1m candle per market per second."""
+    from confluent_kafka import Producer
+
+    from ticklake.ingestors.kafka_sink import INGEST_PRODUCER_CONFIG
     from ticklake.schemas.models import Trade
     from ticklake.schemas.serde import encode
 
-    producer = _producer(bootstrap, linger_ms=5)  # batches: 10k/s needs them
+    # The market data comes from ingestors: their producer settings (batches, idempotence),
+    # and so the broker's load from their requests.
+    producer = Producer({"bootstrap.servers": bootstrap, **INGEST_PRODUCER_CONFIG})
     template = encode(
         Trade(
             exchange="BENCH",

@@ -46,12 +46,23 @@ from ticklake.schemas.serde import encode, schema_header
 log = logging.getLogger(__name__)
 
 
-#: The ingestors' producer settings (idempotent, every replica, 5 ms batches, lz4); the
+#: The ingestors' producer settings (idempotent, every replica, 20 ms batches, lz4); the
 #: benchmarks that stand in for an ingestor use the same.
+#:
+#: Why 20 ms and not 5: librdkafka sends one produce request per partition, and an
+#: idempotent librdkafka producer holds back a partition's next request while 5 or more of
+#: its *messages* are in flight (``RD_KAFKA_IDEMP_MAX_INFLIGHT`` compared with
+#: ``rktp_msgs_inflight``; librdkafka PR #4989). Once that partition's linger has expired,
+#: its broker thread then polls with a zero timeout until the response comes: it spins.
+#: At 10,000 trades/s over 8 partitions, 5 ms meant about 800 requests/s, which cost the
+#: broker about 0.32 of the machine's 2 cores, and a spinning producer whenever the broker
+#: answered slower than 5 ms. 20 ms: about 230 requests/s, the broker about 0.19 cores,
+#: the producer 0.12 instead of 0.19, and the subscriber p99 lower in 3 of 4 paired runs,
+#: for about 8 ms more at the median (bench/README.md, session 19).
 INGEST_PRODUCER_CONFIG: dict[str, Any] = {
     "enable.idempotence": True,
     "acks": "all",
-    "linger.ms": 5,
+    "linger.ms": 20,
     "compression.type": "lz4",
     "delivery.timeout.ms": 120_000,
     **PRODUCER_CONFIG,
