@@ -402,14 +402,17 @@ def test_heartbeats_tell_a_quiet_market_from_a_busy_one(
 def test_a_gap_that_cannot_be_filled_is_recorded(
     exchange: BackgroundExchange, topics: TopicNames, conn: Connections, truth: Tape, readers
 ) -> None:
-    """Only the 20 most recent trades on REST: a 2 s skipping stall leaves a real hole."""
+    """Only the 20 most recent trades on REST: a skipping stall of 2 s or more (until the
+    tape has had 50 trades) leaves a real hole."""
     trades = readers(topics.trades, Trade)
     gaps = readers(topics.gaps, FeedGap)
     config = settings(exchange, topics, gap_fill="recent", page_limit=20)
     with Running(config, conn):
         first = trades.until(lambda got: len(got) >= 5)[0]
         start = first.exchange_ts_us // 1000 + 1
-        inject(exchange, stall_ws_s=2.0, stall_skip=True)
+        now = now_ms()
+        stall_s = max(2.0, (ends_after(truth, "BTC/USDT", now, 50) - now) / 1000 + 0.5)
+        inject(exchange, stall_ws_s=stall_s, stall_skip=True)
         gap = gaps.until(lambda got: len(got) >= 1)[0]
         end = now_ms() + 1000
         trades.until(past("BTC/USDT", end))
