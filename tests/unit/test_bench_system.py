@@ -82,6 +82,17 @@ def test_a_real_writer_shows_in_the_counters(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == sampler.series
 
 
+def _table_by_second(work: Path) -> dict[str, dict[str, str]]:
+    """``freshness_seconds.table`` of run 0, phase 0, as {second: {column: cell}}."""
+    console = Console(width=300, record=True)
+    console.print(freshness_seconds.table(work, 0, 0))
+    lines = console.export_text().splitlines()
+    head = next(line for line in lines if line.startswith("┃ second"))
+    header = [c.strip() for c in head.strip("┃").split("┃")]
+    rows = [[c.strip() for c in line.strip("│").split("│")] for line in lines if line[:1] == "│"]
+    return {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+
+
 def test_the_per_second_table_shows_the_machine_beside_the_latencies(tmp_path: Path) -> None:
     start = 1_000_000.0
     us = int(start * 1e6)
@@ -103,13 +114,7 @@ def test_the_per_second_table_shows_the_machine_beside_the_latencies(tmp_path: P
     # The job: 0.25 cores in second 0, 1.5 in second 1.
     cpu = {"job": [[start + 0.0, 10.0, 1], [start + 1.0, 10.25, 1], [start + 2.0, 11.75, 1]]}
     (tmp_path / "cpu-0.json").write_text(json.dumps(cpu))
-    console = Console(width=300, record=True)
-    console.print(freshness_seconds.table(tmp_path, 0, 0))
-    lines = console.export_text().splitlines()
-    head = next(line for line in lines if line.startswith("┃ second"))
-    header = [c.strip() for c in head.strip("┃").split("┃")]
-    rows = [[c.strip() for c in line.strip("│").split("│")] for line in lines if line[:1] == "│"]
-    by_second = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    by_second = _table_by_second(tmp_path)
     assert by_second["0"]["subscriber"] == "11 / 11"
     assert by_second["1"]["subscriber"] == "480 / 480"
     assert by_second["0"]["raw topic"] == "3 / 3"
@@ -139,13 +144,7 @@ def test_the_per_second_table_shows_the_producers_requests(tmp_path: Path) -> No
     stats = [line(1_000_000, 100, 0, 0), line(1_000_001, 1300, 3, 8000),
              line(1_000_002, 1900, 5, 250_000)]  # fmt: skip
     (tmp_path / "phases-0.stats.jsonl").write_text("\n".join(stats) + "\n")
-    console = Console(width=300, record=True)
-    console.print(freshness_seconds.table(tmp_path, 0, 0))
-    lines = console.export_text().splitlines()
-    head = next(line for line in lines if line.startswith("┃ second"))
-    header = [c.strip() for c in head.strip("┃").split("┃")]
-    rows = [[c.strip() for c in line.strip("│").split("│")] for line in lines if line[:1] == "│"]
-    by_second = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    by_second = _table_by_second(tmp_path)
     assert (by_second["0"]["prod req/s"], by_second["0"]["in flight"]) == ("1200", "3")
     assert (by_second["1"]["prod req/s"], by_second["1"]["rtt p99"]) == ("600", "250")
     assert by_second["2"]["prod req/s"] == "-"
