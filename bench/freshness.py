@@ -161,8 +161,8 @@ def _producer(
 
     from ticklake.ingestors.kafka_sink import INGEST_PRODUCER_CONFIG
 
-    # An ingestor's producer settings (5 ms batches): the broker's and the job's load from
-    # the many small requests of a lower linger is part of what this measures.
+    # An ingestor's producer settings (batches of its linger): the broker's and the job's
+    # load from the requests of that linger is part of what this measures.
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         **INGEST_PRODUCER_CONFIG,
