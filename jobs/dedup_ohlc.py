@@ -119,11 +119,11 @@ class DedupOhlcSettings(BaseSettings):
     #: Flink's changelog state backend over the heap state: each checkpoint writes the
     #: state changes since the last one (to ``<checkpoint dir>/changelog``) instead of a
     #: snapshot of every dedup key, which is taken only every ``state_materialize`` in the
-    #: background. Not given: on for unbounded runs (a full heap snapshot per checkpoint
-    #: stalled the live outputs at every checkpoint, and grows with the keys of the dedup
-    #: TTL: 36M at 10,000 trades/s and 1 h), off for bounded ones (every change would be
-    #: logged for one final checkpoint). docs/stream-jobs.md section 3.
-    state_changelog: bool | None = None
+    #: background. On by default, bounded runs too: a full heap snapshot per checkpoint
+    #: stalled the live outputs at every checkpoint and grows with the dedup keys (36M at
+    #: 10,000 trades/s and a 1 h TTL), and a bounded replay of 5M trades with it was 12%
+    #: slower (bench/README.md, session 20). docs/stream-jobs.md section 3.
+    state_changelog: bool = True
     #: How often the changelog backend takes its full (asynchronous) snapshot.
     state_materialize: Duration = timedelta(minutes=10)
     parallelism: int = Field(default=1, ge=1)
@@ -274,13 +274,9 @@ class DedupOhlcSettings(BaseSettings):
             return self.checkpoint_dir
         return (state_home() / "data" / "checkpoints" / JOB_NAME).resolve().as_uri()
 
-    def resolved_state_changelog(self) -> bool:
-        """``state_changelog``, else on for unbounded runs and off for bounded ones."""
-        return not self.bounded if self.state_changelog is None else self.state_changelog
-
     def state_backend_config(self) -> dict[str, str]:
         """The changelog state backend's options (empty when it is off)."""
-        if not self.resolved_state_changelog():
+        if not self.state_changelog:
             return {}
         return {
             "state.changelog.enabled": "true",
@@ -493,7 +489,7 @@ def parser() -> argparse.ArgumentParser:
     add("--checkpoint-interval", help="e.g. 10s (default); Iceberg and Kafka commit on it")
     add("--checkpoint-dir", help="file:// or s3:// URI (default under the state home)")
     add("--state-changelog", action=argparse.BooleanOptionalAction, default=None,
-        help="the changelog state backend (default: on unbounded, off --bounded)")  # fmt: skip
+        help="the changelog state backend (default: on)")  # fmt: skip
     add("--state-materialize",
         help="the changelog backend's full snapshot interval, e.g. 10min (default)")  # fmt: skip
     add("--parallelism", type=int, help="default parallelism (default 1)")

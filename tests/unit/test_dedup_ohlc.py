@@ -428,7 +428,7 @@ def test_dedup_ttl_defaults_to_one_hour_live_and_the_whole_run_when_bounded() ->
         DedupOhlcSettings(bounded=True, dedup_ttl="3s")  # type: ignore[arg-type]
 
 
-def test_changelog_state_backend_on_unbounded_off_bounded_and_by_flag() -> None:
+def test_changelog_state_backend_on_by_default_off_by_flag() -> None:
     from ticklake.jobs.dedup_ohlc import _overrides, parser
 
     live = DedupOhlcSettings(checkpoint_dir="s3://b/flink/checkpoints/")
@@ -439,8 +439,8 @@ def test_changelog_state_backend_on_unbounded_off_bounded_and_by_flag() -> None:
     assert config["state.changelog.periodic-materialize.interval"] == "600000 ms"
     # NO_CLAIM restores demand a full first snapshot, which the changelog backend refuses.
     assert config["execution.state-recovery.claim-mode"] == "CLAIM"
-    assert "state.changelog.enabled" not in DedupOhlcSettings(bounded=True).table_config()
-    args = parser().parse_args(["--bounded", "--state-changelog", "--state-materialize", "2min"])
+    assert DedupOhlcSettings(bounded=True).table_config()["state.changelog.enabled"] == "true"
+    args = parser().parse_args(["--bounded", "--state-materialize", "2min"])
     forced = DedupOhlcSettings(**_overrides(args)).table_config()
     assert forced["state.changelog.enabled"] == "true"
     assert forced["state.changelog.periodic-materialize.interval"] == "120000 ms"
