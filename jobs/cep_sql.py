@@ -30,7 +30,7 @@ from typing import Literal
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
 from ticklake.jobs.ohlc_sql import JobSql, millis_interval_sql
 from ticklake.schemas.alerts import ALERT_ID_LENGTH, Alert
-from ticklake.schemas.flink import kafka_table_ddl
+from ticklake.schemas.flink import kafka_sink_ddl, kafka_table_ddl
 from ticklake.schemas.models import Candle, FeedHeartbeat
 
 InputName = Literal["candles", "heartbeats"]
@@ -568,22 +568,18 @@ def alerts_sink_ddl(o: CepSqlOptions) -> str:
     options = {
         "key.format": "raw",
         "key.fields": "market",
-        "value.format": "avro",
         "value.fields-include": "EXCEPT_KEY",
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"{o.transactional_id_prefix}-alerts",
         **o.sink_options,
     }
-    ddl = kafka_table_ddl(
+    return kafka_sink_ddl(
         Alert,
         "alerts_kafka",
         o.alerts_topic,
         bootstrap_servers=o.bootstrap_servers,
         options=options,
         extra_columns=["`market` STRING NOT NULL"],
-    )
-    return ddl.replace("  'format' = 'avro',\n", "").replace(
-        "  'scan.startup.mode' = 'earliest-offset',\n", ""
     )
 
 

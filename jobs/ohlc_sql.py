@@ -31,7 +31,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
-from ticklake.schemas.flink import flink_columns, kafka_table_ddl, model_table_ddl
+from ticklake.schemas.flink import (
+    flink_columns,
+    kafka_sink_ddl,
+    kafka_table_ddl,
+    model_table_ddl,
+    wire_format,
+)
 from ticklake.schemas.models import Candle, Trade, WireModel
 
 #: Width of the event-time part of the open/close key: epoch microseconds, zero-padded.
@@ -304,24 +310,18 @@ def _kafka_sink_ddl(
     options = {
         "key.format": "raw",
         "key.fields": "market",
-        "value.format": "avro",
         "value.fields-include": "EXCEPT_KEY",
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"{o.transactional_id_prefix}-{suffix}",
         **o.sink_options,
     }
-    ddl = kafka_table_ddl(
+    return kafka_sink_ddl(
         model,
         table,
         topic,
         bootstrap_servers=o.bootstrap_servers,
         options=options,
         extra_columns=["`market` STRING NOT NULL"],
-    )
-    # kafka_table_ddl names the value format 'format'; with a key format it must be
-    # 'value.format', and a sink has no startup mode.
-    return ddl.replace("  'format' = 'avro',\n", "").replace(
-        "  'scan.startup.mode' = 'earliest-offset',\n", ""
     )
 
 
@@ -338,17 +338,10 @@ def sink_ddls(o: SqlOptions) -> list[str]:
 def _live_options(o: SqlOptions) -> dict[str, str]:
     return {
         "key.format": "raw",
-        "value.format": "avro",
         "value.fields-include": "EXCEPT_KEY",
         "sink.delivery-guarantee": "at-least-once",
         **o.live_sink_options,
     }
-
-
-def _strip_source_options(ddl: str) -> str:
-    return ddl.replace("  'format' = 'avro',\n", "").replace(
-        "  'scan.startup.mode' = 'earliest-offset',\n", ""
-    )
 
 
 def live_sink_ddls(o: SqlOptions) -> list[str]:
@@ -391,7 +384,7 @@ def relay_table_ddl(
         "endpoint": endpoint,
         "key.field": key,
         "data-type": data_type,
-        "format": "avro",
+        "format": wire_format(),
     }
     return model_table_ddl(model, table, options, extra_columns=extra_columns)
 
@@ -419,7 +412,7 @@ def live_kafka_ddls(o: SqlOptions) -> list[str]:
     candles (inserts and update-afters; the planner drops the update-befores).
     """
     assert o.live_trades_topic is not None and o.live_candles_topic is not None
-    trades = kafka_table_ddl(
+    trades = kafka_sink_ddl(
         Trade,
         "live_trades_kafka",
         o.live_trades_topic,
@@ -427,7 +420,7 @@ def live_kafka_ddls(o: SqlOptions) -> list[str]:
         options={**_live_options(o), "key.fields": "market"},
         extra_columns=["`market` STRING NOT NULL"],
     )
-    candles = kafka_table_ddl(
+    candles = kafka_sink_ddl(
         Candle,
         "live_candles_kafka",
         o.live_candles_topic,
@@ -435,7 +428,7 @@ def live_kafka_ddls(o: SqlOptions) -> list[str]:
         options={"connector": "upsert-kafka", **_live_options(o)},
         extra_columns=["`candle_key` STRING NOT NULL", "PRIMARY KEY (`candle_key`) NOT ENFORCED"],
     )
-    return [_strip_source_options(trades), _strip_source_options(candles)]
+    return [trades, candles]
 
 
 def live_trades_view() -> str:

@@ -45,7 +45,7 @@ from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
 from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.risk_inputs import ACCOUNT_INPUTS
 from ticklake.jobs.thread_priority import lower_embedded_bulk_threads
-from ticklake.schemas.flink import kafka_table_ddl
+from ticklake.schemas.flink import kafka_sink_ddl, kafka_table_ddl
 from ticklake.schemas.models import Candle, DeadLetter, WireModel
 from ticklake.schemas.risk import AccountEvent, RiskDecision, RiskViolation
 from ticklake.schemas.serde import SCHEMA_HEADER
@@ -324,7 +324,6 @@ def sink_ddl(
     options = {
         "key.format": "raw",
         "key.fields": key,
-        "value.format": "avro",
         "value.fields-include": "ALL",
         "sink.delivery-guarantee": "exactly-once" if suffix else "at-least-once",
     }
@@ -333,10 +332,7 @@ def sink_ddl(
         options["properties.transaction.timeout.ms"] = str(_ms(s.transaction_timeout))
     else:
         options["properties.linger.ms"] = str(_ms(s.live_linger))
-    ddl = kafka_table_ddl(model, table, topic, bootstrap_servers=bootstrap, options=options)
-    return ddl.replace("  'format' = 'avro',\n", "").replace(
-        "  'scan.startup.mode' = 'earliest-offset',\n", ""
-    )
+    return kafka_sink_ddl(model, table, topic, bootstrap_servers=bootstrap, options=options)
 
 
 def sinks(s: RiskSettings, bootstrap: str) -> list[str]:

@@ -7,15 +7,38 @@ the writer's: same field order, ``T NOT NULL`` for a plain Avro ``T``, a nullabl
 ``["null", T]`` (null first), ``DECIMAL(p, s)`` for ``bytes``/``decimal(p, s)``. The columns
 below are generated from the ``.avsc`` files by exactly those rules.
 
+The jobs' tables use ticklake's own format, ``'ticklake-avro'`` (:data:`WIRE_FORMAT`), which
+reads and writes exactly the bytes of Flink's ``'avro'`` for these columns, straight from and
+to Flink's rows (``docs/wire-format.md`` section 3); ``TICKLAKE_WIRE_FORMAT=avro`` switches
+them back to Flink's.
+
 Needs only the standard library and pydantic, so Flink jobs use it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ticklake.schemas.models import WireModel
+
+#: The Flink format of the wire contract: ticklake's own (``jobs/java/.../format``), which
+#: reads and writes the same bytes as Flink's ``'avro'`` without Avro's generic records.
+WIRE_FORMAT = "ticklake-avro"
+#: Set to ``avro`` to make every job's tables use Flink's own format instead (A/B benchmarks,
+#: or to rule ticklake's format out when chasing a bug).
+WIRE_FORMAT_ENV = "TICKLAKE_WIRE_FORMAT"
+
+
+def wire_format() -> str:
+    """The ``format`` of the wire contract's tables: ``ticklake-avro`` unless
+    ``TICKLAKE_WIRE_FORMAT=avro`` (Flink's own; the same bytes)."""
+    value = os.environ.get(WIRE_FORMAT_ENV, WIRE_FORMAT)
+    if value not in (WIRE_FORMAT, "avro"):
+        raise ValueError(f"{WIRE_FORMAT_ENV}={value!r}: use {WIRE_FORMAT!r} or 'avro'")
+    return value
+
 
 _PRIMITIVES = {
     "string": "STRING",
@@ -78,10 +101,34 @@ def kafka_table_ddl(
         "connector": "kafka",
         "topic": topic,
         "properties.bootstrap.servers": bootstrap_servers,
-        "format": "avro",
+        "format": wire_format(),
         "scan.startup.mode": "earliest-offset",
     } | dict(options or {})
     return model_table_ddl(model, table, opts, extra_columns=extra_columns, temporary=temporary)
+
+
+def kafka_sink_ddl(
+    model: type[WireModel],
+    table: str,
+    topic: str,
+    *,
+    bootstrap_servers: str = "${KAFKA_BOOTSTRAP}",
+    options: Mapping[str, str] | None = None,
+    extra_columns: Sequence[str] = (),
+) -> str:
+    """``CREATE TABLE`` of a Kafka topic that a job writes ``model``'s records to.
+
+    The value is the wire format (``'value.format'``, so that ``options`` can add a
+    ``key.format`` and ``key.fields``); ``options`` add the connector's sink options
+    (delivery guarantee, transactional id prefix, producer properties) or override these.
+    """
+    opts = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": bootstrap_servers,
+        "value.format": wire_format(),
+    } | dict(options or {})
+    return model_table_ddl(model, table, opts, extra_columns=extra_columns)
 
 
 def model_table_ddl(

@@ -38,7 +38,8 @@ RUN --mount=type=cache,target=/root/.m2 \
     done
 
 # ---------------------------------------------------------------------------------------------
-# Stage 1b: ticklake's Flink SQL functions (jobs/java/src) and its patched dependency classes
+# Stage 1b: ticklake's Flink SQL functions, relay connector and Avro format (jobs/java/src, with
+# the META-INF/services registrations of its table factories) and its patched dependency classes
 # (jobs/java/patches), compiled against this image's own Flink jars (and, for the patches, the
 # connector jars), as `ticklake setup` compiles them against the PyFlink wheel's
 # (stack/components/flink.py).
@@ -52,8 +53,9 @@ COPY jobs/java/patches/ /build/patches/
 RUN set -eu; \
     mkdir -p /jars; \
     find /build/src -name '*.java' > /build/sources.txt; \
-    javac --release 11 -proc:none -Xlint:all -Werror -d /build/classes -cp '/flink-lib/*' \
-        @/build/sources.txt; \
+    javac --release 11 -proc:none -Xlint:all -Werror -d /build/classes \
+        -cp '/flink-lib/*:/connector-lib/*' @/build/sources.txt; \
+    cp -r /build/src/META-INF /build/classes/; \
     jar --create --file /jars/ticklake-functions.jar -C /build/classes .; \
     find /build/patches -name '*.java' > /build/patches.txt; \
     javac --release 11 -proc:none -Xlint:all -Werror -d /build/patch-classes \

@@ -234,7 +234,7 @@ def test_live_outputs_are_at_least_once_and_upsert_keyed_per_candle() -> None:
         assert "'sink.delivery-guarantee' = 'at-least-once'" in text
         assert "transactional-id-prefix" not in text and "transaction.timeout" not in text
         assert "'properties.linger.ms' = '3'" in text
-        assert "'key.format' = 'raw'" in text and "'value.format' = 'avro'" in text
+        assert "'key.format' = 'raw'" in text and "'value.format' = 'ticklake-avro'" in text
         assert "'format'" not in text and "scan.startup.mode" not in text
     assert "'connector' = 'kafka'" in trades and "'topic' = 'lt'" in trades
     assert "'key.fields' = 'market'" in trades
@@ -337,7 +337,8 @@ def test_live_relay_tables_route_like_the_bridge_beside_or_instead_of_kafka() ->
     ddl = _ddls(both)
     trades, candles = ddl["live_trades_relay"], ddl["live_candles_relay"]
     for text in (trades, candles):
-        assert "'connector' = 'ticklake-relay'" in text and "'format' = 'avro'" in text
+        assert "'connector' = 'ticklake-relay'" in text
+        assert "'format' = 'ticklake-avro'" in text
         assert f"'endpoint' = '{endpoint}'" in text and "bootstrap" not in text
     # The same routes, keys and payload columns as the Kafka live topics through the bridge.
     assert "'data-type' = 'tick'" in trades and "'key.field' = 'market'" in trades

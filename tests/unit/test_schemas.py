@@ -40,7 +40,12 @@ from ticklake.schemas import (
     Trade,
     WireModel,
 )
-from ticklake.schemas.flink import flink_columns, kafka_table_ddl
+from ticklake.schemas.flink import (
+    WIRE_FORMAT_ENV,
+    flink_columns,
+    kafka_sink_ddl,
+    kafka_table_ddl,
+)
 from ticklake.schemas.models import INT32_MAX, INT64_MAX, MAX_TS_US, MIN_TS_US
 from ticklake.schemas.serde import (
     SCHEMA_HEADER,
@@ -708,8 +713,20 @@ def test_doc_names_every_topic() -> None:
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
 def test_every_schema_has_a_flink_table(model: type[WireModel]) -> None:
     ddl = kafka_table_ddl(model, "t", "topic")
-    assert "'format' = 'avro'" in ddl
+    assert "'format' = 'ticklake-avro'" in ddl
     assert len(flink_columns(model)) == len(model.model_fields)
+    sink = kafka_sink_ddl(model, "t", "topic", options={"key.format": "raw"})
+    assert "'value.format' = 'ticklake-avro'" in sink and "'key.format' = 'raw'" in sink
+    assert "'format'" not in sink and "scan.startup.mode" not in sink
+
+
+def test_the_wire_format_can_be_switched_back_to_flinks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(WIRE_FORMAT_ENV, "avro")
+    assert "'format' = 'avro'" in kafka_table_ddl(Trade, "t", "topic")
+    assert "'value.format' = 'avro'" in kafka_sink_ddl(Trade, "t", "topic")
+    monkeypatch.setenv(WIRE_FORMAT_ENV, "json")
+    with pytest.raises(ValueError, match="TICKLAKE_WIRE_FORMAT='json'"):
+        kafka_table_ddl(Trade, "t", "topic")
 
 
 def test_doc_ddl_columns_are_the_trade_schema() -> None:
