@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import struct
 import subprocess
 import uuid
 from base64 import b64decode
@@ -150,8 +151,6 @@ def _float(value: float | None) -> float | None:
     """The value as a FLOAT (32-bit) holds it."""
     if value is None:
         return None
-    import struct
-
     return float(struct.unpack("<f", struct.pack("<f", value))[0])
 
 

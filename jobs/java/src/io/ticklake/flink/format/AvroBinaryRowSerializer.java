@@ -31,13 +31,8 @@ final class AvroBinaryRowSerializer implements SerializationSchema<RowData> {
     }
 
     @Override
-    public void open(InitializationContext context) {
-        buf = new byte[256];
-    }
-
-    @Override
     public byte[] serialize(RowData row) {
-        if (buf == null) {
+        if (buf == null) { // transient: allocated on first use, after deserialization
             buf = new byte[256];
         }
         pos = 0;
