@@ -142,6 +142,12 @@ class RiskSettings(BaseSettings):
     #: own, as soon as it is decided; a few ms batch them (fewer requests for the producer
     #: thread and the broker, at most that much added to the end-to-end latency).
     live_linger: Duration = timedelta(0)
+    #: The exactly-once topics' producer ``linger.ms``. Their records become visible only
+    #: when the checkpoint commits (the sink flushes first, whatever the linger), so a wait
+    #: to batch costs no latency anyone sees, and sending each decision in a request of its
+    #: own cost the broker and the job's producer thread CPU the live path needs (Kafka's
+    #: default is 0 ms).
+    record_linger: Duration = timedelta(milliseconds=100)
     #: Network buffers per output channel (Flink's default 10; ``jobs/flink_conf.py``). The
     #: rules send to the exactly-once sinks and the audit writers through channels; with
     #: 10 buffers and the 5 ms buffer timeout those hold ~50 ms of output, less than a
@@ -171,8 +177,8 @@ class RiskSettings(BaseSettings):
             raise ValueError("transaction_timeout must stay below the broker's 2 h maximum")
         if self.dedup_ttl < timedelta(milliseconds=1):
             raise ValueError("dedup_ttl must be at least 1 ms (ids are remembered that long)")
-        if self.live_linger < timedelta(0) or self.source_fetch_wait < timedelta(0):
-            raise ValueError("live_linger and source_fetch_wait must not be negative")
+        if min(self.live_linger, self.record_linger, self.source_fetch_wait) < timedelta(0):
+            raise ValueError("live_linger, record_linger, source_fetch_wait: not negative")
         topics = list(input_topics(self).values())
         if len(set(topics)) != len(topics):
             raise ValueError(
@@ -330,6 +336,7 @@ def sink_ddl(
     if suffix:
         options["sink.transactional-id-prefix"] = f"{s.transactional_id_prefix}-{suffix}"
         options["properties.transaction.timeout.ms"] = str(_ms(s.transaction_timeout))
+        options["properties.linger.ms"] = str(_ms(s.record_linger))
     else:
         options["properties.linger.ms"] = str(_ms(s.live_linger))
     return kafka_sink_ddl(model, table, topic, bootstrap_servers=bootstrap, options=options)
@@ -535,6 +542,9 @@ def parser() -> argparse.ArgumentParser:
     add("--source-fetch-wait", help="the sources' fetch.max.wait.ms (default 500ms)")
     add("--source-fetch-min-bytes", type=int, help="the sources' fetch.min.bytes (default 1)")
     add("--live-linger", help="the live topics' producer linger.ms, e.g. 2ms (default 0ms)")
+    add("--record-linger",
+        help="the exactly-once topics' producer linger.ms (default 100ms: they commit on"
+        " checkpoints)")  # fmt: skip
     add("--background-nice", type=int,
         help="embedded MiniCluster: nice value of the audit writers' and snapshot threads,"
         " e.g. 10 (default 0: unchanged)")  # fmt: skip

@@ -82,7 +82,12 @@ def test_checkpoints_are_unaligned_unless_turned_off() -> None:
 
 def test_fetch_and_linger_settings_reach_the_sources_and_the_live_sinks() -> None:
     args = parser().parse_args(
-        ["--source-fetch-wait=5ms", "--source-fetch-min-bytes=65536", "--live-linger=2ms"]
+        [
+            "--source-fetch-wait=5ms",
+            "--source-fetch-min-bytes=65536",
+            "--live-linger=2ms",
+            "--record-linger=250ms",
+        ]
     )
     s = RiskSettings(**given_arguments(args))
     for ddl in source_ddls(s, "localhost:9092"):
@@ -91,13 +96,18 @@ def test_fetch_and_linger_settings_reach_the_sources_and_the_live_sinks() -> Non
     by_table = {ddl.split()[3]: ddl for ddl in sinks(s, "localhost:9092")}
     for live in ("live_decisions", "live_events"):
         assert "'properties.linger.ms' = '2'" in by_table[live]
-    # The exactly-once sinks keep the client's own batching.
-    assert "linger" not in by_table["out_decisions"]
+    for record in ("out_decisions", "out_violations", "out_events", "out_dead_letters"):
+        assert "'properties.linger.ms' = '250'" in by_table[record]
     defaults = RiskSettings()
     assert "'properties.fetch.min.bytes' = '1'" in source_ddls(defaults, "b:1")[0]
-    assert "'properties.linger.ms' = '0'" in sinks(defaults, "b:1")[3]
+    by_table = {ddl.split()[3]: ddl for ddl in sinks(defaults, "b:1")}
+    assert "'properties.linger.ms' = '0'" in by_table["live_decisions"]
+    # The exactly-once topics batch: nobody sees their records before the commit.
+    assert "'properties.linger.ms' = '100'" in by_table["out_decisions"]
 
 
 def test_negative_linger_is_refused() -> None:
     with pytest.raises(ValidationError, match="live_linger"):
         RiskSettings(live_linger="-1ms")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="record_linger"):
+        RiskSettings(record_linger="-1ms")  # type: ignore[arg-type]
