@@ -4,10 +4,11 @@ One ``KeyedBroadcastProcessFunction``: the keyed side carries every account inpu
 account: proposals, fills, broker positions, commands, limits), the broadcast side the
 market data (final candles) and the default limits (account ``*``). State, all in Flink:
 
-- keyed, per account: the :class:`Portfolio` (pickled), the account's limits, the ids of
-  proposals, fills and commands already applied (two generations of ``MapState``,
-  ``jobs/risk_seen.py``: a repeated id is ignored, so a proposal gets exactly one
-  decision), the pending monitor timer;
+- keyed, per account: one :class:`AccountState` (pickled: the :class:`Portfolio`, the
+  seen-ids generation, the pending monitor timer; ``jobs/risk_account.py``, one read and
+  one write per record), the account's own limits, the ids of proposals, fills and
+  commands already applied (two generations of ``MapState``, ``jobs/risk_seen.py``: a
+  repeated id is ignored, so a proposal gets exactly one decision);
 - broadcast: one :class:`MarketState` per market and the default limits. Every parallel
   instance receives every broadcast element, so each keeps a plain dict mirror of it for
   fast reads and refills the mirror from the broadcast state after a restore.
@@ -39,6 +40,7 @@ from pyflink.datastream.functions import (
 )
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
+from ticklake.jobs.risk_account import AccountState, Generation, LegacyStates, migrate
 from ticklake.jobs.risk_inputs import (
     ACCOUNT_INPUTS,
     DEFAULTS_KEY,
@@ -267,9 +269,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: RuntimeContext) -> None:
         pickled = Types.PICKLED_BYTE_ARRAY()
-        self.portfolio = runtime_context.get_state(ValueStateDescriptor("portfolio", pickled))
+        self.account = runtime_context.get_state(ValueStateDescriptor("account", pickled))
         self.limits = runtime_context.get_state(ValueStateDescriptor("limits", pickled))
-        self.timer = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
         # Not a MapState with a TTL: on the heap backend its clean-up copies whole maps
         # (jobs/risk_seen.py).
         seen = [
@@ -278,10 +279,17 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             )
             for i in (0, 1)
         ]
-        generation = runtime_context.get_state(
-            ValueStateDescriptor("seen_generation", Types.LONG())
+        # The layout before AccountState, read once per account (savepoints of it).
+        self.legacy = LegacyStates(
+            portfolio=runtime_context.get_state(ValueStateDescriptor("portfolio", pickled)),
+            seen_generation=runtime_context.get_state(
+                ValueStateDescriptor("seen_generation", Types.LONG())
+            ),
+            timer=runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG())),
+            limits=self.limits,
         )
-        self.seen = SeenIds((seen[0], seen[1]), generation, self.config.dedup_ttl_ms)
+        self.generation = Generation(AccountState(Portfolio("")))
+        self.seen = SeenIds((seen[0], seen[1]), self.generation, self.config.dedup_ttl_ms)
         self.mirror = {}
         self.default_limits = {}
 
@@ -306,10 +314,19 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     # -- keyed side: one account --------------------------------------------------------
 
-    def _limits(self, account: str, markets: _Markets) -> AccountLimits:
-        own = self.limits.value()
-        if isinstance(own, AccountLimits):
-            return own
+    def _state(self, account: str) -> AccountState:
+        """The current account's state (one call; the seen ids then use its generation)."""
+        state = self.account.value()
+        if not isinstance(state, AccountState):
+            state = migrate(account, self.legacy)
+        self.generation = self.seen.generation = Generation(state)
+        return state
+
+    def _limits(self, account: str, state: AccountState, markets: _Markets) -> AccountLimits:
+        if state.own_limits:
+            own = self.limits.value()
+            if isinstance(own, AccountLimits):
+                return own
         cached = self.default_limits.get(account)
         if cached is not None:
             return cached
@@ -331,16 +348,24 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def process_element(self, value: tuple[str, str, Any], ctx: Any) -> Iterator[Any]:
         """``(kind, account, record)`` from :class:`InputDecoder`: records are validated."""
         kind, account, record = value
+        state = self._state(account)
         if isinstance(record, InvalidProposal):
             if self._first_time(kind, record.proposal_id):
                 yield invalid_decision_row(record, now_us())
+            if self.generation.changed:
+                self.account.update(state)
             return
+        if isinstance(record, AccountLimits):  # before the rules read the limits
+            self.limits.update(record)
+            state.own_limits = True
         markets = _Markets(self.mirror, ctx)
-        limits = self._limits(account, markets)
-        portfolio = self.portfolio.value() or Portfolio(account)
+        limits = self._limits(account, state, markets)
+        portfolio = state.portfolio
         outcome = Outcome()
         if isinstance(record, OrderProposal):
             if not self._first_time(kind, record.proposal_id):
+                if self.generation.changed:
+                    self.account.update(state)
                 return
             outcome = portfolio.refresh(markets, limits, record.proposal_id, record.created_ts_us)
             yield from self._emit(account, outcome)
@@ -355,11 +380,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                 outcome = portfolio.on_command(record, markets, limits)
         elif isinstance(record, BrokerPosition):
             outcome = portfolio.on_broker_position(record, markets, limits)
-        elif isinstance(record, AccountLimits):
-            self.limits.update(record)
         yield from self._emit(account, outcome)
-        self.portfolio.update(portfolio)
-        self._schedule(portfolio, ctx)
+        self._schedule(state, ctx)
+        self.account.update(state)
 
     def _emit(self, account: str, outcome: Outcome) -> Iterator[Any]:
         stamp = now_us()
@@ -368,24 +391,28 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         for e in outcome.events:
             yield EVENTS, event_row(account, e, stamp)
 
-    def _schedule(self, portfolio: Portfolio, ctx: Any) -> None:
+    def _schedule(self, state: AccountState, ctx: Any) -> None:
         """Keep one processing-time timer per account with open positions: the monitors
         then see price moves between the account's own events."""
-        if not any(p.qty != 0 for p in portfolio.positions.values()):
-            return  # checked first: it is plain Python, the timer state a call into Flink
-        if self.timer.value() is None:
+        if state.timer_due is not None:
+            return
+        if any(p.qty != 0 for p in state.portfolio.positions.values()):
             due = ctx.timer_service().current_processing_time() + self.config.monitor_interval_ms
             ctx.timer_service().register_processing_time_timer(due)
-            self.timer.update(due)
+            state.timer_due = due
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-        self.timer.clear()
-        portfolio = self.portfolio.value()
-        if portfolio is None:
-            return
+        state = self.account.value()
+        if not isinstance(state, AccountState):
+            portfolio = self.legacy.portfolio.value()  # a timer of the old layout
+            if not isinstance(portfolio, Portfolio):
+                return
+            state = migrate(portfolio.account, self.legacy)
+        state.timer_due = None
+        portfolio = state.portfolio
         markets = _Markets(self.mirror, ctx)
-        limits = self._limits(portfolio.account, markets)
+        limits = self._limits(portfolio.account, state, markets)
         outcome = portfolio.refresh(markets, limits, f"monitor:{timestamp}", timestamp * 1000)
         yield from self._emit(portfolio.account, outcome)
-        self.portfolio.update(portfolio)
-        self._schedule(portfolio, ctx)
+        self._schedule(state, ctx)
+        self.account.update(state)

@@ -12,8 +12,8 @@ thread's JVM time, and growing with every second of a 7-day window).
 generation (``now // period``); a lookup checks the current and the previous one; when
 an account's generation moves on, the map two generations old is cleared (one state
 call). An id is therefore remembered for at least ``period`` and at most twice that.
-The state objects are plain Flink keyed state (two ``MapState`` and one ``ValueState``),
-scoped to the current key like any other.
+The maps are plain Flink keyed state (two ``MapState``), scoped to the current key like
+any other; the generation is a field of the account's one value (``jobs/risk_account.py``).
 """
 
 from __future__ import annotations
