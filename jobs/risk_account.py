@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ticklake.jobs.risk_portfolio import Portfolio
+from ticklake.jobs.risk_seen import ValueLike
 
 
-class ValueLike(Protocol):
-    def value(self) -> Any: ...
-    def update(self, value: Any) -> None: ...
+class ClearableValue(ValueLike, Protocol):
     def clear(self) -> None: ...
 
 
@@ -70,10 +69,10 @@ class Generation:
 class LegacyStates:
     """The per-account states of the layout before :class:`AccountState` (session 23)."""
 
-    portfolio: ValueLike
-    seen_generation: ValueLike
-    timer: ValueLike
-    limits: ValueLike
+    portfolio: ClearableValue
+    seen_generation: ClearableValue
+    timer: ClearableValue
+    limits: ClearableValue
 
 
 def migrate(account: str, legacy: LegacyStates) -> AccountState:
