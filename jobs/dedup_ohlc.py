@@ -44,7 +44,12 @@ from ticklake.jobs.execution import statement_set, wait_unless_detached
 from ticklake.jobs.flink_conf import CHANNEL_BUFFERS, NETWORK_MEMORY, network_config
 from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.ohlc_sql import JobSql, SqlOptions, job_sql, timeframe_seconds
-from ticklake.jobs.state_sizing import DESIGN_RATE, DedupCapacity
+from ticklake.jobs.state_sizing import (
+    DEDUP_KEY_HEAP_BYTES,
+    DESIGN_RATE,
+    FINGERPRINT_KEY_BYTES,
+    DedupCapacity,
+)
 from ticklake.jobs.thread_priority import lower_embedded_bulk_threads
 from ticklake.logs import configure as configure_logging
 from ticklake.schemas.topics import (
@@ -113,6 +118,15 @@ class DedupOhlcSettings(BaseSettings):
     #: last access; ``0s``: for the whole run). Not given: 1 h for unbounded runs, the
     #: whole run for ``bounded`` ones (``resolved_dedup_ttl``, docs/stream-jobs.md 3).
     dedup_ttl: Duration | None = None
+    #: How trades are deduplicated. ``fingerprints`` (default): a dedup operator behind the
+    #: Kafka source (the ``ticklake-kafka-dedup`` connector, ``jobs/java/.../dedup``) that
+    #: keeps 128-bit fingerprints of the keys in primitive arrays, about 60-90 B per key
+    #: and no heap object per key, written to the state in chunks at each checkpoint.
+    #: ``sql``: Flink SQL's ``ROW_NUMBER`` deduplication, whose heap state costs about 300
+    #: B and seven objects per key, which the garbage collector traces and copies
+    #: (docs/stream-jobs.md section 3). The two keep different state: a savepoint of one
+    #: does not restore the other's dedup keys.
+    dedup: Literal["fingerprints", "sql"] = "fingerprints"
     checkpoint_interval: Duration = timedelta(seconds=10)
     #: Where checkpoints go; default ``file://<state home>/data/checkpoints/dedup_ohlc``.
     checkpoint_dir: str | None = None
@@ -348,6 +362,8 @@ class DedupOhlcSettings(BaseSettings):
             live_sink_options={"properties.linger.ms": str(_ms(self.live_linger))},
             live_conflation_ms=_ms(self.live_conflation),
             iceberg_distribution=self.iceberg_distribution,
+            dedup=self.dedup,
+            dedup_ttl_ms=_ms(self.resolved_dedup_ttl()),
         )
 
     def live_topics(self) -> list[TopicSpec[Any]]:
@@ -429,7 +445,8 @@ def log_dedup_capacity(settings: DedupOhlcSettings) -> DedupCapacity | None:
     from pyflink.java_gateway import get_gateway
 
     max_heap = int(get_gateway().jvm.java.lang.Runtime.getRuntime().maxMemory())
-    capacity = DedupCapacity(max_heap, settings.resolved_dedup_ttl())
+    key_bytes = FINGERPRINT_KEY_BYTES if settings.dedup == "fingerprints" else DEDUP_KEY_HEAP_BYTES
+    capacity = DedupCapacity(max_heap, settings.resolved_dedup_ttl(), key_bytes)
     rate = capacity.sustained_rate
     level = logging.WARNING if rate is not None and rate < DESIGN_RATE else logging.INFO
     log.log(level, capacity.describe())
@@ -486,6 +503,9 @@ def parser() -> argparse.ArgumentParser:
         help="how long trade keys are remembered, e.g. 6h; 0s: the whole run"
         " (default: 1h, bounded runs the whole run)",
     )
+    add("--dedup", choices=["fingerprints", "sql"],
+        help="fingerprints (default): ticklake's dedup operator, 128-bit key fingerprints"
+        " off the object heap; sql: Flink SQL's ROW_NUMBER deduplication")  # fmt: skip
     add("--checkpoint-interval", help="e.g. 10s (default); Iceberg and Kafka commit on it")
     add("--checkpoint-dir", help="file:// or s3:// URI (default under the state home)")
     add("--state-changelog", action=argparse.BooleanOptionalAction, default=None,

@@ -175,6 +175,13 @@ class SqlOptions:
     #: The Iceberg writers' ``distribution-mode``: ``hash`` (by partition; the writers in
     #: their own task) or ``none`` (chained to the operator before them).
     iceberg_distribution: str = "none"
+    #: How trades are deduplicated: ``fingerprints`` (the source table's
+    #: ``ticklake-kafka-dedup`` connector: 128-bit fingerprints in primitive arrays, no heap
+    #: object per key) or ``sql`` (Flink SQL's ``ROW_NUMBER`` deduplication, heap keys).
+    dedup: str = "fingerprints"
+    #: ``fingerprints``: how long a key is kept after its first arrival (0: the whole run).
+    #: ``sql`` takes ``table.exec.state.ttl`` instead.
+    dedup_ttl_ms: int = 0
 
     @property
     def live_kafka(self) -> bool:
@@ -186,6 +193,30 @@ class SqlOptions:
         return self.live_kafka or self.live_relay is not None
 
 
+#: The key of a trade: the same trade from two ingestors, a retry or a replay has the same.
+DEDUP_KEY = ("exchange", "symbol", "trade_id")
+DEDUP_MODES = ("fingerprints", "sql")
+
+
+def source_options(o: SqlOptions) -> dict[str, str]:
+    """The raw-trades table's options beyond the Kafka defaults.
+
+    ``fingerprints``: the ``ticklake-kafka-dedup`` connector (``jobs/java/.../dedup``), the
+    Kafka connector with a dedup operator behind the source, so the table holds each trade
+    once (docs/stream-jobs.md section 3).
+    """
+    if o.dedup not in DEDUP_MODES:
+        raise ValueError(f"dedup {o.dedup!r} is not one of {', '.join(DEDUP_MODES)}")
+    if o.dedup == "sql":
+        return dict(o.source_options)
+    return {
+        "connector": "ticklake-kafka-dedup",
+        "dedup.key": ";".join(DEDUP_KEY),
+        "dedup.ttl": f"{o.dedup_ttl_ms} ms",
+        **o.source_options,
+    }
+
+
 def source_ddl(o: SqlOptions) -> str:
     """The raw-trades topic with the event time, a processing time and the watermark."""
     return kafka_table_ddl(
@@ -193,7 +224,7 @@ def source_ddl(o: SqlOptions) -> str:
         "raw_trades",
         o.raw_topic,
         bootstrap_servers=o.bootstrap_servers,
-        options=o.source_options,
+        options=source_options(o),
         extra_columns=[
             "`event_time` AS TO_TIMESTAMP_LTZ(`exchange_ts_us` / 1000, 3)",
             "`proc_time` AS PROCTIME()",
@@ -203,14 +234,20 @@ def source_ddl(o: SqlOptions) -> str:
     )
 
 
-def dedup_view() -> str:
+def dedup_view(dedup: str = "fingerprints") -> str:
     """Keep the first arrival of each (exchange, symbol, trade_id).
 
-    Exactly the pattern Flink recognises as deduplication (``Deduplicate(keep=[FirstRow],
-    order=[PROCTIME])`` in the plan): append-only output, state per key bounded by
-    ``table.exec.state.ttl``, and the ``event_time`` attribute passes through.
+    ``fingerprints``: the source table did it (:func:`source_options`); the view only
+    selects. ``sql``: exactly the pattern Flink recognises as deduplication
+    (``Deduplicate(keep=[FirstRow], order=[PROCTIME])`` in the plan): append-only output,
+    state per key bounded by ``table.exec.state.ttl``, and the ``event_time`` attribute
+    passes through.
     """
     cols = _cols(TRADE_FIELDS)
+    if dedup == "fingerprints":
+        return f"""CREATE TEMPORARY VIEW trades_dedup AS
+SELECT {cols}, `event_time`
+FROM raw_trades"""
     return f"""CREATE TEMPORARY VIEW trades_dedup AS
 SELECT {cols}, `event_time`
 FROM (
@@ -649,7 +686,7 @@ def job_sql(o: SqlOptions, config: Mapping[str, str], catalog_ddl: str) -> JobSq
         catalog_ddl,
         source_ddl(o),
         *sink_ddls(o),
-        dedup_view(),
+        dedup_view(o.dedup),
         checked_view(),
         bars_1m_view(),
         candles_view(o),

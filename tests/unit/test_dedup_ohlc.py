@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from datetime import timedelta
@@ -16,7 +17,7 @@ from ticklake.catalog.tables import (
     TABLES,
     ensure_market_tables,
 )
-from ticklake.jobs import ohlc_sql
+from ticklake.jobs import dedup_ohlc, ohlc_sql
 from ticklake.jobs.dedup_ohlc import DedupOhlcSettings, main, parse_duration, plan
 from ticklake.jobs.functions import FUNCTIONS
 from ticklake.schemas import Candle, Trade, WireModel
@@ -91,8 +92,32 @@ def _squash(sql: str) -> str:
     return re.sub(r"\s+", " ", sql)
 
 
+def test_plan_deduplicates_in_the_source_by_default_or_with_sql() -> None:
+    ttl = "3600000 ms"
+    default = _squash(plan(DedupOhlcSettings(namespace="ns1"), CONN).script())
+    assert "'connector' = 'ticklake-kafka-dedup'" in default
+    assert "'dedup.key' = 'exchange;symbol;trade_id'" in default
+    assert f"'dedup.ttl' = '{ttl}'" in default
+    assert "ROW_NUMBER" not in default
+    assert "CREATE TEMPORARY VIEW trades_dedup AS SELECT `exchange`," in default
+    assert "FROM raw_trades" in default
+    bounded = _squash(plan(DedupOhlcSettings(bounded=True), CONN).script())
+    assert "'dedup.ttl' = '0 ms'" in bounded  # the whole run
+
+    sql = _squash(plan(DedupOhlcSettings(namespace="ns1", dedup="sql"), CONN).script())
+    assert "ticklake-kafka-dedup" not in sql and "dedup." not in sql
+    assert "'connector' = 'kafka'" in sql
+    assert "ROW_NUMBER() OVER" in sql
+    args = dedup_ohlc.parser().parse_args(["--dedup", "sql"])
+    assert DedupOhlcSettings(**dedup_ohlc._overrides(args)).dedup == "sql"
+    assert DedupOhlcSettings().dedup == "fingerprints"
+    options = dataclasses.replace(DedupOhlcSettings().sql_options(CONN), dedup="bloom")
+    with pytest.raises(ValueError, match="dedup 'bloom' is not one of fingerprints, sql"):
+        ohlc_sql.source_options(options)
+
+
 def test_plan_has_the_dedup_pattern_one_statement_set_and_no_python_udfs() -> None:
-    sql = plan(DedupOhlcSettings(namespace="ns1", bounded=True, live=False), CONN)
+    sql = plan(DedupOhlcSettings(namespace="ns1", bounded=True, live=False, dedup="sql"), CONN)
     text = _squash(sql.script())
     assert (
         "ROW_NUMBER() OVER ( PARTITION BY `exchange`, `symbol`, `trade_id` "

@@ -6,7 +6,12 @@ from datetime import timedelta
 
 import pytest
 
-from ticklake.jobs.state_sizing import DEDUP_HEAP_SHARE, DEDUP_KEY_HEAP_BYTES, DedupCapacity
+from ticklake.jobs.state_sizing import (
+    DEDUP_HEAP_SHARE,
+    DEDUP_KEY_HEAP_BYTES,
+    FINGERPRINT_KEY_BYTES,
+    DedupCapacity,
+)
 
 GIB = 2**30
 
@@ -41,3 +46,11 @@ def test_describe_names_the_ttl_the_rate_and_the_way_out() -> None:
     assert "2,886 trades/s" in text or "2,885 trades/s" in text
     assert "-Xmx21g" in text  # 10,000 trades/s for an hour
     assert "--dedup-ttl" in text and "RocksDB" in text
+
+
+def test_fingerprints_hold_more_keys_per_heap() -> None:
+    sql = DedupCapacity(6 * GIB, timedelta(hours=1))
+    fingerprints = DedupCapacity(6 * GIB, timedelta(hours=1), FINGERPRINT_KEY_BYTES)
+    assert fingerprints.keys == int(6 * GIB * DEDUP_HEAP_SHARE) // FINGERPRINT_KEY_BYTES
+    assert fingerprints.keys > 3 * sql.keys
+    assert f"about {FINGERPRINT_KEY_BYTES} B per trade key" in fingerprints.describe()
