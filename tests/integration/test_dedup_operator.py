@@ -83,6 +83,53 @@ def test_fingerprint_is_murmur3_x64_128(conn: Connections) -> None:
     assert got[-1] == list(mmh3.hash64(encoded, 0, True, True))
 
 
+SET_SCRIPT = """
+import json, random, sys
+from pyflink.java_gateway import get_gateway
+jvm = get_gateway().jvm
+rng = random.Random(int(sys.argv[1]))
+lim = 2**63
+pool = [(rng.randrange(-lim, lim), rng.randrange(-lim, lim)) for _ in range(5000)]
+pool += [(0, 0), (0, 2), (-1, -1), (-lim, 0), (lim - 1, lim - 1)]
+java = jvm.io.ticklake.flink.dedup.HashSet128(2)  # 4 shards: each rebuilds many times
+model = {}
+now, ttl, mismatches, added, restored = 1_000, 500, 0, 0, 0
+for _ in range(60_000):
+    now += rng.randrange(0, 3)
+    key = rng.choice(pool)
+    norm = (0, 1) if key == (0, 0) else key  # the set stores the all-zero fingerprint so
+    if rng.random() < 0.1:  # restore: the later expiry wins
+        expires = now + rng.randrange(-200, ttl)
+        java.restore(key[0], key[1], expires, now)
+        model[norm] = max(model.get(norm, expires), expires)
+        restored += 1
+        continue
+    want = not (norm in model and model[norm] > now)
+    if want:
+        model[norm] = now + ttl
+    got = java.addIfAbsent(key[0], key[1], now + ttl, now)
+    mismatches += got != want
+    added += want
+print("SET " + json.dumps([mismatches, added, restored, java.used()]))
+"""
+
+
+def test_fingerprint_set_agrees_with_a_dict_model(conn: Connections) -> None:
+    """``HashSet128`` against a dict: first add, duplicate, expiry, restore (max expiry),
+    through many shard rebuilds that drop expired keys; (0, 0) is stored as (0, 1)."""
+    python, env = _flink_env()
+    proc = subprocess.run(
+        [python, "-c", SET_SCRIPT, "7"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("SET "))
+    mismatches, added, restored, used = json.loads(line.removeprefix("SET "))
+    assert mismatches == 0
+    assert added > 10_000 and restored > 5_000  # both paths taken, keys expired and re-added
+    assert used < added  # rebuilds dropped expired keys
+
+
 # -- jobs ------------------------------------------------------------------------------
 
 

@@ -43,11 +43,7 @@ public final class DedupKey implements KeySelector<RowData, Integer>, Serializab
             if (len + 4 + n > buffer.length) {
                 buffer = Arrays.copyOf(buffer, Math.max(buffer.length * 2, len + 4 + n));
             }
-            int tag = bytes == null ? -1 : n;
-            buffer[len] = (byte) (tag >>> 24);
-            buffer[len + 1] = (byte) (tag >>> 16);
-            buffer[len + 2] = (byte) (tag >>> 8);
-            buffer[len + 3] = (byte) tag;
+            putTag(buffer, len, bytes == null ? -1 : n);
             len += 4;
             if (bytes != null) {
                 System.arraycopy(bytes, 0, buffer, len, n);
@@ -55,6 +51,14 @@ public final class DedupKey implements KeySelector<RowData, Integer>, Serializab
             }
         }
         Murmur3.hash128(buffer, len, 0L, out);
+    }
+
+    /** A key part's 4-byte big-endian length, -1 for NULL. */
+    private static void putTag(byte[] buf, int at, int tag) {
+        buf[at] = (byte) (tag >>> 24);
+        buf[at + 1] = (byte) (tag >>> 16);
+        buf[at + 2] = (byte) (tag >>> 8);
+        buf[at + 3] = (byte) tag;
     }
 
     int bucketOf(long hi) {
@@ -88,11 +92,7 @@ public final class DedupKey implements KeySelector<RowData, Integer>, Serializab
         byte[] buf = new byte[size];
         int len = 0;
         for (byte[] b : bytes) {
-            int tag = b == null ? -1 : b.length;
-            buf[len] = (byte) (tag >>> 24);
-            buf[len + 1] = (byte) (tag >>> 16);
-            buf[len + 2] = (byte) (tag >>> 8);
-            buf[len + 3] = (byte) tag;
+            putTag(buf, len, b == null ? -1 : b.length);
             len += 4;
             if (b != null) {
                 System.arraycopy(b, 0, buf, len, b.length);

@@ -12,7 +12,7 @@ package io.ticklake.flink.dedup;
  * the entries that have expired, so growing never stops the operator for longer than one
  * shard's copy. The all-zero fingerprint is stored as (0, 1). Not thread-safe.
  */
-final class HashSet128 {
+public final class HashSet128 {
     static final int SHARD_BITS = 10;
     static final int SHARDS = 1 << SHARD_BITS;
     static final double MAX_LOAD = 0.7;
@@ -20,12 +20,27 @@ final class HashSet128 {
     static final double REBUILT_LOAD = 0.35;
     private static final int MIN_CAPACITY = 16;
 
-    private final Shard[] shards = new Shard[SHARDS];
+    private final int shardBits;
+    private final Shard[] shards;
 
-    HashSet128() {
-        for (int i = 0; i < SHARDS; i++) {
+    public HashSet128() {
+        this(SHARD_BITS);
+    }
+
+    /** With {@code 2^shardBits} shards (tests use few, so that shards rebuild often). */
+    public HashSet128(int shardBits) {
+        if (shardBits < 0 || shardBits > 16) {
+            throw new IllegalArgumentException("shardBits must be 0-16");
+        }
+        this.shardBits = shardBits;
+        this.shards = new Shard[1 << shardBits];
+        for (int i = 0; i < shards.length; i++) {
             shards[i] = new Shard(MIN_CAPACITY);
         }
+    }
+
+    private Shard shardOf(long hi) {
+        return shards[shardBits == 0 ? 0 : (int) (hi >>> (64 - shardBits))];
     }
 
     /**
@@ -34,23 +49,23 @@ final class HashSet128 {
      * @return true if it was added (first seen, or seen only before its expiry), false if it
      *     is a duplicate
      */
-    boolean addIfAbsent(long hi, long lo, long expiresAt, long now) {
+    public boolean addIfAbsent(long hi, long lo, long expiresAt, long now) {
         if (hi == 0 && lo == 0) {
             lo = 1;
         }
-        return shards[(int) (hi >>> (64 - SHARD_BITS))].addIfAbsent(hi, lo, expiresAt, now);
+        return shardOf(hi).addIfAbsent(hi, lo, expiresAt, now);
     }
 
     /** Adds (restore): a fingerprint present already keeps the later of the two expiries. */
-    void restore(long hi, long lo, long expiresAt, long now) {
+    public void restore(long hi, long lo, long expiresAt, long now) {
         if (hi == 0 && lo == 0) {
             lo = 1;
         }
-        shards[(int) (hi >>> (64 - SHARD_BITS))].restore(hi, lo, expiresAt, now);
+        shardOf(hi).restore(hi, lo, expiresAt, now);
     }
 
     /** Slots in use, expired ones not yet dropped by a rebuild included. */
-    long used() {
+    public long used() {
         long n = 0;
         for (Shard s : shards) {
             n += s.used;
@@ -59,7 +74,7 @@ final class HashSet128 {
     }
 
     /** Bytes of the arrays (the set's heap footprint, bar a few object headers). */
-    long bytes() {
+    public long bytes() {
         long n = 0;
         for (Shard s : shards) {
             n += 24L * s.expiry.length;
@@ -87,49 +102,51 @@ final class HashSet128 {
         }
 
         boolean addIfAbsent(long hi, long lo, long expiresAt, long now) {
+            int i = probe(hi, lo);
+            if (i >= 0) {
+                if (expiry[i] > now) {
+                    return false;
+                }
+                expiry[i] = expiresAt;
+                return true;
+            }
+            insert(i, hi, lo, expiresAt, now);
+            return true;
+        }
+
+        void restore(long hi, long lo, long expiresAt, long now) {
+            int i = probe(hi, lo);
+            if (i >= 0) {
+                expiry[i] = Math.max(expiry[i], expiresAt);
+                return;
+            }
+            insert(i, hi, lo, expiresAt, now);
+        }
+
+        /** The slot holding the fingerprint, or {@code ~slot} of the empty one that ends its probe. */
+        private int probe(long hi, long lo) {
             int i = slot(lo);
             while (true) {
                 long k0 = keys[i << 1];
                 long k1 = keys[(i << 1) + 1];
-                if (k0 == 0 && k1 == 0) {
-                    if (used >= maxUsed) {
-                        rebuild(now);
-                        return addIfAbsent(hi, lo, expiresAt, now);
-                    }
-                    put(i, hi, lo, expiresAt);
-                    return true;
-                }
                 if (k0 == hi && k1 == lo) {
-                    if (expiry[i] > now) {
-                        return false;
-                    }
-                    expiry[i] = expiresAt;
-                    return true;
+                    return i;
+                }
+                if (k0 == 0 && k1 == 0) {
+                    return ~i;
                 }
                 i = (i + 1) & mask;
             }
         }
 
-        void restore(long hi, long lo, long expiresAt, long now) {
-            int i = slot(lo);
-            while (true) {
-                long k0 = keys[i << 1];
-                long k1 = keys[(i << 1) + 1];
-                if (k0 == 0 && k1 == 0) {
-                    if (used >= maxUsed) {
-                        rebuild(now);
-                        restore(hi, lo, expiresAt, now);
-                        return;
-                    }
-                    put(i, hi, lo, expiresAt);
-                    return;
-                }
-                if (k0 == hi && k1 == lo) {
-                    expiry[i] = Math.max(expiry[i], expiresAt);
-                    return;
-                }
-                i = (i + 1) & mask;
+        /** Puts a fingerprint that {@link #probe} did not find ({@code notFound}: its result). */
+        private void insert(int notFound, long hi, long lo, long expiresAt, long now) {
+            int i = ~notFound;
+            if (used >= maxUsed) {
+                rebuild(now);
+                i = ~probe(hi, lo);
             }
+            put(i, hi, lo, expiresAt);
         }
 
         private int slot(long lo) {
@@ -162,11 +179,7 @@ final class HashSet128 {
                 if (oldExpiry[i] > now) {
                     long hi = oldKeys[i << 1];
                     long lo = oldKeys[(i << 1) + 1];
-                    int j = slot(lo);
-                    while (keys[j << 1] != 0 || keys[(j << 1) + 1] != 0) {
-                        j = (j + 1) & mask;
-                    }
-                    put(j, hi, lo, oldExpiry[i]);
+                    put(~probe(hi, lo), hi, lo, oldExpiry[i]);
                 }
             }
         }
