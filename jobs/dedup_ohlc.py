@@ -115,8 +115,9 @@ class DedupOhlcSettings(BaseSettings):
     #: A partition without records for this long stops holding the watermark back.
     idle_timeout: Duration = timedelta(seconds=30)
     #: How long a trade key is remembered for deduplication (processing time since its
-    #: last access; ``0s``: for the whole run). Not given: 1 h for unbounded runs, the
-    #: whole run for ``bounded`` ones (``resolved_dedup_ttl``, docs/stream-jobs.md 3).
+    #: first arrival: a first-row dedup never rewrites a key; ``0s``: for the whole run).
+    #: Not given: 1 h for unbounded runs, the whole run for ``bounded`` ones
+    #: (``resolved_dedup_ttl``, docs/stream-jobs.md 3).
     dedup_ttl: Duration | None = None
     #: How trades are deduplicated. ``fingerprints`` (default): a dedup operator behind the
     #: Kafka source (the ``ticklake-kafka-dedup`` connector, ``jobs/java/.../dedup``) that
