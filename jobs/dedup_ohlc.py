@@ -216,11 +216,16 @@ class DedupOhlcSettings(BaseSettings):
     flink_conf: dict[str, str] = Field(default_factory=dict)
     #: Options of the embedded MiniCluster's JVM, which this job's process starts, e.g.
     #: ``-Xmx24g`` for the dedup keys of a long TTL (``ticklake.jobs.state_sizing``). Put
-    #: before PyFlink's ``JVM_ARGS``, so a user's own ``JVM_ARGS`` win; a standalone
-    #: cluster's JVMs are configured by its ``config.yaml``. None by default: the JVM
-    #: takes a quarter of the machine's memory and G1 (bench/README.md, session 10, for
-    #: the collector flags tried).
+    #: after :data:`EMBEDDED_JVM_DEFAULTS` and before PyFlink's ``JVM_ARGS``, so these
+    #: override the defaults and a user's own ``JVM_ARGS`` override both; a standalone
+    #: cluster's JVMs are configured by its ``config.yaml`` (bench/README.md, session 10,
+    #: for the collector flags tried).
     embedded_jvm_options: str = ""
+
+    def resolved_embedded_jvm_options(self) -> str:
+        """:data:`EMBEDDED_JVM_DEFAULTS`, then ``embedded_jvm_options`` (HotSpot takes the
+        last of a flag, so the user's options win)."""
+        return f"{EMBEDDED_JVM_DEFAULTS} {self.embedded_jvm_options}".strip()
 
     @field_validator("timeframes", mode="before")
     @classmethod
@@ -423,6 +428,17 @@ def ensure_live_topics(settings: DedupOhlcSettings, bootstrap_servers: str) -> N
         log.warning("could not ensure the live topics %s: %s", [s.name for s in specs], exc)
 
 
+#: Given to the embedded MiniCluster's JVM before ``embedded_jvm_options``: the heap starts
+#: at an eighth of the machine's memory (the JVM's default is a sixty-fourth; its maximum
+#: stays a quarter) with every page of it touched at start, so the heap never grows while
+#: the job runs. At 10,000 trades/s a growing heap (1.4 to 2.0 GB committed within a
+#: second) came with the slow first measured minute of two of four freshness invocations;
+#: with these, none of four had one (docs/stream-jobs.md section 8, bench/README.md,
+#: session 25). They cost the JVM's start about a second and commit the memory at once.
+#: ``-XX:-AlwaysPreTouch`` or an ``-Xms`` in ``embedded_jvm_options`` undo them.
+EMBEDDED_JVM_DEFAULTS = "-XX:InitialRAMPercentage=12.5 -XX:+AlwaysPreTouch"
+
+
 def add_embedded_jvm_options(options: str) -> None:
     """Put ``options`` before ``JVM_ARGS``, which PyFlink gives the MiniCluster's JVM.
 
@@ -470,7 +486,7 @@ def build(
     # Set by `flink run` for its Python driver: the state then lives on the cluster.
     embedded = "PYFLINK_GATEWAY_PORT" not in os.environ
     if embedded:
-        add_embedded_jvm_options(settings.embedded_jvm_options)
+        add_embedded_jvm_options(settings.resolved_embedded_jvm_options())
     drain_gateway_stderr()
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     if embedded:
@@ -543,8 +559,8 @@ def parser() -> argparse.ArgumentParser:
         help="embedded MiniCluster: nice value of the Iceberg writers' and snapshot threads,"
         " e.g. 10 (default 0: unchanged)")  # fmt: skip
     add("--embedded-jvm-options",
-        help="the embedded MiniCluster's JVM options, e.g. --embedded-jvm-options=-Xmx24g"
-        " (default none)")  # fmt: skip
+        help="the embedded MiniCluster's JVM options, e.g. --embedded-jvm-options=-Xmx24g,"
+        f" after the defaults ({EMBEDDED_JVM_DEFAULTS})")  # fmt: skip
     flink_conf.add_arguments(p)
     add("--print-sql", action="store_true", help="print the job's SQL and exit")
     return p

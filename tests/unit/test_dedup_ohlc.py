@@ -501,3 +501,16 @@ def test_embedded_jvm_options_go_before_the_users_jvm_args(monkeypatch: pytest.M
     assert DedupOhlcSettings(**_overrides(args)).embedded_jvm_options == "-XX:+UseParallelGC"
     none = parser().parse_args(["--embedded-jvm-options="])
     assert DedupOhlcSettings(**_overrides(none)).embedded_jvm_options == ""
+
+
+def test_embedded_jvm_defaults_come_first_and_the_users_options_override_them() -> None:
+    from ticklake.jobs.dedup_ohlc import EMBEDDED_JVM_DEFAULTS
+
+    # A heap that starts large and pre-touched: it does not grow under a running job.
+    assert "-XX:InitialRAMPercentage=12.5" in EMBEDDED_JVM_DEFAULTS.split()
+    assert "-XX:+AlwaysPreTouch" in EMBEDDED_JVM_DEFAULTS.split()
+    assert DedupOhlcSettings().resolved_embedded_jvm_options() == EMBEDDED_JVM_DEFAULTS
+    own = DedupOhlcSettings(embedded_jvm_options="-XX:-AlwaysPreTouch -Xms1g")
+    options = own.resolved_embedded_jvm_options().split()
+    assert options.index("-XX:-AlwaysPreTouch") > options.index("-XX:+AlwaysPreTouch")
+    assert options[-1] == "-Xms1g"
