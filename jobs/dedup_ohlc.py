@@ -434,7 +434,7 @@ def ensure_live_topics(settings: DedupOhlcSettings, bootstrap_servers: str) -> N
 #: the job runs. At 10,000 trades/s a growing heap (1.4 to 2.0 GB committed within a
 #: second) came with the slow first measured minute of two of four freshness invocations;
 #: with these, none of four had one (docs/stream-jobs.md section 8, bench/README.md,
-#: session 25). They cost the JVM's start about a second and commit the memory at once.
+#: session 25). They cost the JVM's start 1-3 s and commit the memory at once.
 #: ``-XX:-AlwaysPreTouch`` or an ``-Xms`` in ``embedded_jvm_options`` undo them.
 EMBEDDED_JVM_DEFAULTS = "-XX:InitialRAMPercentage=12.5 -XX:+AlwaysPreTouch"
 
