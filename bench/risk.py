@@ -2,12 +2,17 @@
 
     .venv/bin/python -m ticklake.bench risk [--rate 1000] [--seconds 20] [--trades 10000]
         [--breaches 20] [--python-mode process|thread] [--runs 1] [--warmup-seconds 120]
-        [--no-audit] [--job-arg=--bundle-size=100 ...]
+        [--audit separate|in-job|none] [--job-arg=--bundle-size=100 ...] [--audit-arg=...]
 
 Starts its own stack (free ports) and the risk job unbounded on the embedded MiniCluster
 (default settings: process mode, bundles of 1000 records / 5 ms, 5 ms buffer timeout, 10 s
-checkpoints, Iceberg audit tables on; ``--no-audit`` runs it with ``--namespace ''``, no
-Iceberg, to price the audit trail; ``--job-arg`` passes any other flag of the job). A load
+checkpoints; ``--job-arg`` passes any other flag of the job), and the Iceberg audit trail as
+deployed: ``--audit separate`` (the default) runs the ``risk_audit`` job beside it on an
+embedded MiniCluster of its own (its defaults: nice 10, 10 s checkpoints; ``--audit-arg``
+passes its flags), ``in-job`` has the risk job write the audit tables itself (its
+``--namespace``, the default until session 26), ``none`` (or ``--no-audit``) runs no audit.
+With an audit, after the runs: how long until every measured decision was in the Iceberg
+table, and whether each was there once. A load
 process writes ``--trades`` trades/s of 10 markets to a raw-trades topic (broker and machine
 load, as in production) and one final 1m candle per market per second to the job's candles
 topic (the market data the job reads).
@@ -57,6 +62,7 @@ from ticklake.bench.stats import latency_percentiles
 from ticklake.schemas.kafka_poll import consume_ready
 
 MARKETS = [f"B{i}/USDT" for i in range(10)]
+AUDITED_TOPICS = ("decisions", "violations", "events")
 ACCOUNTS = [f"bench-{i}" for i in range(100)]
 S = 1_000_000
 MIN = 60 * S
@@ -500,9 +506,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         " 120: the job's JIT compilers are busy for its first 1.5-2 minutes)",
     )
     p.add_argument(
+        "--audit",
+        choices=["separate", "in-job", "none"],
+        default="separate",
+        help="the Iceberg audit trail: separate (default: the risk_audit job in a process of"
+        " its own, as deployed), in-job (the risk job's own Iceberg sinks), none",
+    )
+    p.add_argument(
         "--no-audit",
-        action="store_true",
-        help="run the job without the Iceberg audit tables (its --namespace '')",
+        dest="audit",
+        action="store_const",
+        const="none",
+        help="the same as --audit none (the commands of earlier sessions)",
+    )
+    p.add_argument(
+        "--audit-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument of the risk_audit job, repeatable (e.g. --audit-arg=--nice=0)",
     )
     p.add_argument(
         "--job-arg",
@@ -522,8 +544,9 @@ def run_from(args: argparse.Namespace) -> Table:
         python_mode=args.python_mode,
         runs=args.runs,
         warmup_s=args.warmup_seconds,
-        audit=not args.no_audit,
+        audit=args.audit,
         job_args=args.job_arg,
+        audit_args=args.audit_arg,
     )
 
 
@@ -536,8 +559,9 @@ def run(  # noqa: PLR0915
     python_mode: str,
     runs: int = 1,
     warmup_s: float = 120.0,
-    audit: bool = True,
+    audit: Literal["separate", "in-job", "none"] = "separate",
     job_args: list[str] | None = None,
+    audit_args: list[str] | None = None,
 ) -> Table:
     from ticklake.bench.stack_up import scratch_stack
     from ticklake.catalog.connection import load_catalog
@@ -590,7 +614,7 @@ def run(  # noqa: PLR0915
         work.mkdir(parents=True, exist_ok=True)
         stack = Stack()
         stack.up()
-        job = None
+        job = auditor = None
         stop = mp.Event()
         load = None
         try:
@@ -602,8 +626,8 @@ def run(  # noqa: PLR0915
                     for k, s in specs.items()
                 ],
             )
-            namespace = f"bench_risk_{run_id}" if audit else ""
-            if audit:
+            namespace = f"bench_risk_{run_id}"
+            if audit != "none":
                 ensure_risk_tables(load_catalog(), namespace)
             ctx = StackContext(StackSettings())
             args = [
@@ -611,7 +635,7 @@ def run(  # noqa: PLR0915
                 "-m",
                 "ticklake.jobs.risk",
                 "--namespace",
-                namespace,
+                namespace if audit == "in-job" else "",
                 "--checkpoint-dir",
                 (work / "ckpt").as_uri(),
                 "--python-mode",
@@ -633,6 +657,29 @@ def run(  # noqa: PLR0915
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            if audit == "separate":
+                auditor = subprocess.Popen(
+                    [
+                        str(flink_python(ctx)),
+                        "-m",
+                        "ticklake.jobs.risk_audit",
+                        "--namespace",
+                        namespace,
+                        "--checkpoint-dir",
+                        (work / "audit-ckpt").as_uri(),
+                        "--group-id",
+                        f"bench-risk-audit-{run_id}",
+                        *(
+                            f"--{k}-topic={topics[k]}"
+                            for k in ("decisions", "violations", "events")
+                        ),
+                        *(audit_args or []),
+                    ],
+                    env=dict(os.environ) | job_environment(ctx),
+                    stdout=(work / "audit.log").open("w"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             load = mp.Process(target=load_process, args=(bootstrap, topics, trades, stop))
             load.start()
             _setup_accounts(bootstrap, topics, ["w", *(f"r{i}" for i in range(runs))], breaches)
@@ -651,21 +698,59 @@ def run(  # noqa: PLR0915
             )
             for row in results:
                 console.print(row)
+            if audit != "none":
+                trail = _audit_trail(namespace, sum(r["sent"] for r in results), limit_s=180)
+                console.print(f"audit trail: {trail}")
         finally:
             stop.set()
             if load is not None:
                 load.join(30)
-            if job is not None and job.poll() is None:
-                os.killpg(job.pid, 15)
-                try:
-                    job.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(job.pid, 9)
+            for proc in (job, auditor):
+                if proc is not None and proc.poll() is None:
+                    os.killpg(proc.pid, 15)
+                    try:
+                        proc.wait(30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, 9)
             stack.down()
     detail = (
-        python_mode + ("" if audit else ", no audit") + "".join(f" {a}" for a in job_args or [])
+        f"{python_mode}, audit {audit}"
+        + "".join(f" {a}" for a in job_args or [])
+        + "".join(f" audit:{a}" for a in audit_args or [])
     )
     return _table(results, rate, trades, detail)
+
+
+def _audit_trail(namespace: str, sent: int, *, limit_s: float) -> str:
+    """Wait for the measured runs' decisions (ids ``r<i>-<n>``) in the Iceberg audit table:
+    how long after the runs ended they were all there, and whether each is there once.
+    """
+    import pyarrow.compute as pc
+
+    from ticklake.catalog.connection import load_catalog
+
+    start = time.monotonic()
+    rows = distinct = 0
+    while time.monotonic() - start < limit_s:
+        every = (
+            load_catalog()
+            .load_table(f"{namespace}.decisions")
+            .scan(selected_fields=("proposal_id",))
+            .to_arrow()
+            .column("proposal_id")
+        )
+        ids = every.filter(pc.starts_with(every, "r"))
+        rows, distinct = len(ids), len(set(ids.to_pylist()))
+        if rows >= sent:
+            break
+        time.sleep(2)
+    waited = time.monotonic() - start
+    state = "all there" if distinct == sent else "INCOMPLETE"
+    dupes = f", {rows - distinct} repeated" if rows != distinct else ", each once"
+    return (
+        f"{distinct}/{sent} measured decisions in Iceberg ({state}{dupes}),"
+        f" {waited:.0f} s after the measured runs ended"
+    )
 
 
 def _one_partition(spec: Any, name: str) -> Any:

@@ -397,3 +397,19 @@ def forward_command(
     if settings.create_topic and not topic_exists(bootstrap, settings.topic):
         ensure_topics(bootstrap, [RISK_EVENTS_LIVE.renamed(settings.topic)], timeout_s=30)
     RiskEventForwarder.from_settings(settings, bootstrap).serve(settings.metrics_port)
+
+
+@risk_group.command("tables")
+@click.option("--namespace", default=None, help="Iceberg namespace (default risk)")
+def tables_command(namespace: str | None) -> None:
+    """Create the risk audit tables (decisions, violations, account_events) that are missing.
+
+    The risk_audit job writes them (`ticklake jobs submit risk_audit`); existing tables are
+    left as they are (missing table properties are added). Idempotent.
+    """
+    from ticklake.catalog.connection import load_catalog
+    from ticklake.catalog.tables import RISK_NAMESPACE, ensure_risk_tables
+
+    created = ensure_risk_tables(load_catalog(), namespace or RISK_NAMESPACE)
+    for identifier, new in created.items():
+        click.echo(f"{identifier}: {'created' if new else 'exists'}")

@@ -19,6 +19,7 @@ JOBS = {
     "history_candles": "ticklake.jobs.history_candles",
     "cep": "ticklake.jobs.cep",
     "risk": "ticklake.jobs.risk",
+    "risk_audit": "ticklake.jobs.risk_audit",
     "sql_script": "ticklake.jobs.sql_script",
     "catalog_roundtrip": "ticklake.jobs.catalog_roundtrip",
 }

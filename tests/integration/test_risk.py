@@ -79,6 +79,7 @@ from ticklake.stack.process import free_port
 pytestmark = pytest.mark.timeout(1800)
 
 MODULE = "ticklake.jobs.risk"
+AUDIT_MODULE = "ticklake.jobs.risk_audit"
 JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 S = 1_000_000
 MIN = 60 * S
@@ -100,6 +101,10 @@ TOPIC_FLAGS = {
     "--events-live-topic": RISK_EVENTS_LIVE,
     "--dead-letters-topic": DEAD_LETTERS,
 }
+
+
+#: the flags of the topics the risk_audit job reads (the risk job's exactly-once outputs)
+AUDITED_FLAGS = ("--decisions-topic", "--violations-topic", "--events-topic")
 
 
 def now_us() -> int:
@@ -155,7 +160,10 @@ class RiskRun:
     tag: str
     topics: dict[str, str]
     args: list[str]
+    namespace: str
+    audit_args: list[str]
     job_id: str = ""
+    audit_job_id: str = ""
     producer: Producer | None = None
     seq: Iterator[int] = dataclasses.field(default_factory=itertools.count)
 
@@ -325,14 +333,28 @@ class RiskRun:
     # -- the job ------------------------------------------------------------------------
 
     def start(self, savepoint: str | None = None) -> None:
+        self.job_id = self._submit(MODULE, self.args, savepoint)
+
+    def start_audit(self, savepoint: str | None = None) -> None:
+        self.audit_job_id = self._submit(AUDIT_MODULE, self.audit_args, savepoint)
+
+    def _submit(self, module: str, args: list[str], savepoint: str | None) -> str:
         out = submit_cluster_job(
-            MODULE, self.args, rest_url=self.conn.flink.rest_url, detached=True,
+            module, args, rest_url=self.conn.flink.rest_url, detached=True,
             savepoint=savepoint, timeout_s=420,
         )  # fmt: skip
         match = JOB_ID.search(out)
         assert match, out[-4000:]
-        self.job_id = match.group(1)
-        self.rest.wait_for_state(self.job_id, {"RUNNING"}, timeout_s=240)
+        self.rest.wait_for_state(match.group(1), {"RUNNING"}, timeout_s=240)
+        return match.group(1)
+
+    def audited(self, table: str, column: str, account: str) -> list[Any]:
+        """``column`` of the account's rows in the Iceberg audit table ``table``."""
+        return (
+            load_catalog(self.conn).load_table(f"{self.namespace}.{table}")
+            .scan(row_filter=EqualTo("account", account), selected_fields=(column,))
+            .to_arrow().column(column).to_pylist()
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -349,15 +371,24 @@ def risk(flink_cluster: Stack) -> Iterator[RiskRun]:
     ensure_risk_tables(load_catalog(conn), namespace)
     args = [
         *itertools.chain.from_iterable((f, topics[spec.name]) for f, spec in TOPIC_FLAGS.items()),
-        "--namespace", namespace,
         "--checkpoint-interval", "2s",
         "--checkpoint-dir", f"s3://{conn.s3.bucket}/flink/checkpoints/{namespace}",
         "--transactional-id-prefix", f"it-risk-{tag}",
         "--group-id", f"it-risk-{tag}",
         "--monitor-interval", "500ms",
     ]  # fmt: skip
-    run = RiskRun(conn, flink_cluster, tag, topics, args)
+    audit_args = [
+        *itertools.chain.from_iterable(
+            (f, topics[spec.name]) for f, spec in TOPIC_FLAGS.items() if f in AUDITED_FLAGS
+        ),
+        "--namespace", namespace,
+        "--checkpoint-interval", "2s",
+        "--checkpoint-dir", f"s3://{conn.s3.bucket}/flink/checkpoints/{namespace}-audit",
+        "--group-id", f"it-risk-audit-{tag}",
+    ]  # fmt: skip
+    run = RiskRun(conn, flink_cluster, tag, topics, args, namespace, audit_args)
     run.start()
+    run.start_audit()
     try:
         yield run
     finally:
@@ -365,9 +396,10 @@ def risk(flink_cluster: Stack) -> Iterator[RiskRun]:
             run.producer.flush(10)
             run.producer = None
         rest = run.rest
-        if run.job_id and rest.job(run.job_id)["state"] == "RUNNING":
-            rest.cancel(run.job_id)
-            rest.wait_for_state(run.job_id, {"CANCELED"}, timeout_s=60)
+        for job_id in (run.job_id, run.audit_job_id):
+            if job_id and rest.job(job_id)["state"] == "RUNNING":
+                rest.cancel(job_id)
+                rest.wait_for_state(job_id, {"CANCELED"}, timeout_s=60)
 
 
 def loaded(equity: str) -> Callable[[RiskDecision], bool]:
@@ -428,8 +460,8 @@ def test_rules_on_hand_computed_cases(risk: RiskRun) -> None:
     committed = risk.all_decided_once(ids)
     live = {x.proposal_id: x for x in tail.records}
     assert all(c == live[c.proposal_id] for c in committed)
-    # The Iceberg audit trail: the same decisions, each once (partitioned by day and by
-    # account bucket).
+    # The Iceberg audit trail (written by the risk_audit job): the same decisions, each once
+    # (partitioned by day and by account bucket).
     catalog, table_id = load_catalog(risk.conn), f"it_risk_{risk.tag}.decisions"
     spec = catalog.load_table(table_id).spec()
     assert [(f.name, str(f.transform)) for f in spec.fields] == [
@@ -520,6 +552,16 @@ def test_a_day_of_fills_trips_the_breaker_until_reset(risk: RiskRun) -> None:
     committed_events = [e for e in risk.committed(RISK_EVENTS, AccountEvent) if e.account == acct]
     assert [e.event for e in committed_events] == ["halt", "reset"]
     assert fills  # applied once each: the equities above prove it
+    # The audit trail (the risk_audit job): the violation and both events, once each.
+    assert wait_until("the violation in the Iceberg audit",
+                      lambda: risk.audited("violations", "violation_id", acct), 90,
+                      every_s=1) == [violations[0].violation_id]  # fmt: skip
+    events_audited = wait_until(
+        "halt and reset in the Iceberg audit",
+        lambda: (got := risk.audited("account_events", "event_id", acct)) and len(got) >= 2
+        and got, 90, every_s=1,
+    )  # fmt: skip
+    assert sorted(events_audited) == sorted(e.event_id for e in committed_events)
     tail.close()
     events.close()
 
@@ -580,6 +622,61 @@ def test_restart_from_a_checkpoint_loses_and_repeats_no_decision(risk: RiskRun) 
 def _completed(risk: RiskRun) -> int:
     counts = risk.rest.checkpoints(risk.job_id).get("counts", {})
     return int(counts.get("completed", 0))
+
+
+def test_the_audit_job_restarts_from_its_checkpoint_without_loss_or_repeat(
+    risk: RiskRun,
+) -> None:
+    """Cancel the audit job after some decisions are in Iceberg, decide more while it is
+    down, restart it from its retained checkpoint: every committed decision of the account
+    is in the audit table exactly once."""
+    tail = risk.live_decisions()
+    acct = f"audit-{risk.tag}"
+    risk.flat_market("AUD/USDT")
+    risk.deposit(acct, "100000")
+    risk.probe(tail, acct, "AUD/USDT", loaded("100000"))
+    batch1 = {risk.propose(acct, "AUD/USDT") for _ in range(20)}
+    wait_until("batch 1 in the audit",
+               lambda: batch1 <= set(risk.audited("decisions", "proposal_id", acct)), 90,
+               every_s=1)  # fmt: skip
+    batch2 = {risk.propose(acct, "AUD/USDT") for _ in range(20)}
+    risk.all_decided_once(batch2)  # committed by the risk job: readable by the audit job
+    time.sleep(1)  # the audit job may have read some of batch 2, uncheckpointed
+    job = risk.audit_job_id
+    risk.rest.cancel(job)
+    assert risk.rest.wait_for_state(job, {"CANCELED"}, timeout_s=60) == "CANCELED"
+    checkpoint = str(risk.rest.checkpoints(job)["latest"]["completed"]["external_path"])
+    batch3 = {risk.propose(acct, "AUD/USDT") for _ in range(20)}  # while the audit is down
+    risk.all_decided_once(batch3)
+    risk.start_audit(savepoint=checkpoint)
+    everything = {x.proposal_id for x in tail.poll() if x.account == acct}
+    assert batch1 | batch2 | batch3 <= everything
+
+    def complete() -> list[Any] | None:
+        got = risk.audited("decisions", "proposal_id", acct)
+        return got if set(got) >= everything else None
+
+    rows = wait_until("every decision in the audit after the restart", complete, 120, every_s=1)
+    assert Counter(rows) == Counter(everything)  # each once, nothing else
+    tail.close()
+
+
+def test_the_audit_job_refuses_to_start_without_its_tables(flink_cluster: Stack) -> None:
+    """A namespace without the audit tables: a clear error before anything is submitted."""
+    from ticklake.stack.components.flink import flink_python, job_environment
+    from ticklake.stack.context import StackContext
+    from ticklake.stack.settings import StackSettings
+
+    ctx = StackContext(StackSettings())
+    namespace = f"it_no_audit_{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        [str(flink_python(ctx)), "-m", AUDIT_MODULE, "--namespace", namespace],
+        env=dict(os.environ) | job_environment(ctx), capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 9, done.stderr[-3000:]
+    assert f"the risk audit tables {namespace}.decisions" in done.stderr
+    assert f"ticklake risk tables --namespace {namespace}" in done.stderr
 
 
 def test_group_cap_and_reconciliation_kill_switch(risk: RiskRun) -> None:
