@@ -101,12 +101,13 @@ class RiskSettings(BaseSettings):
     #: Iceberg namespace of audit tables written by this job itself; empty (the default):
     #: none, the ``risk_audit`` job writes the audit trail from the exactly-once topics in
     #: a JVM of its own. In this job the Iceberg writers' bursts at every checkpoint stalled
-    #: the decisions for about a second (decision p99 222-648 ms against 29-34 ms with the
-    #: audit job beside it; ``docs/risk.md``, section 8).
+    #: the decisions for about a second (session 26, 1,000 proposals/s on 2 cores: decision
+    #: p99 504-522 ms, against 29-91 ms in 7 of 8 runs with the audit job beside it;
+    #: ``docs/risk.md``, section 8).
     namespace: str = ""
-    #: How the audit rows reach the Iceberg writers: ``hash`` (by table partition) puts the
-    #: writers in tasks of their own; ``none`` (Iceberg's default) chains them to the task
-    #: that feeds them (see ``record_sinks``).
+    #: With ``namespace``: how the audit rows reach the Iceberg writers: ``hash`` (by table
+    #: partition) puts the writers in tasks of their own; ``none`` (Iceberg's default)
+    #: chains them to the task that feeds them (see ``record_sinks``).
     audit_distribution: Literal["hash", "none"] = "hash"
     #: Where the exactly-once topics and the audit are written: ``own_task`` (behind a
     #: network hop, off the thread that runs the rules) or ``chained`` to the rules. The

@@ -919,3 +919,20 @@ def test_the_forwarder_process_delivers_halts_once_across_restarts(
         inbox.receiver.stop()
         gateway_inbox.receiver.stop()
         events.close()
+
+
+def test_risk_tables_creates_the_missing_audit_tables_once(flink_cluster: Stack) -> None:
+    """`ticklake risk tables`: created the first time, left alone the second."""
+    namespace = f"it_tables_{uuid.uuid4().hex[:8]}"
+    ticklake = str(Path(sys.executable).parent / "ticklake")
+    cli = [ticklake, "risk", "tables", "--namespace", namespace]
+    runs = [subprocess.run(cli, capture_output=True, text=True, timeout=120, check=False)
+            for _ in range(2)]  # fmt: skip
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    tables = ("decisions", "violations", "account_events")
+    assert runs[0].stdout.splitlines() == [f"{namespace}.{t}: created" for t in tables]
+    assert runs[1].stdout.splitlines() == [f"{namespace}.{t}: exists" for t in tables]
+    catalog = load_catalog(Connections.load())
+    for table in tables:
+        spec = catalog.load_table(f"{namespace}.{table}").spec()
+        assert [str(f.transform) for f in spec.fields] == ["day", "bucket[16]"]
