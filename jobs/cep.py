@@ -37,7 +37,6 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ticklake.catalog.connection import flink_catalog_ddl, mask_secrets
-from ticklake.home import state_home
 from ticklake.jobs.cep_sql import (
     CepSqlOptions,
     Pattern,
@@ -47,7 +46,7 @@ from ticklake.jobs.cep_sql import (
     resolve,
 )
 from ticklake.jobs.dedup_ohlc import Duration
-from ticklake.jobs.execution import statement_set, wait_unless_detached
+from ticklake.jobs.execution import default_checkpoint_dir, execute_and_wait, statement_set
 from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.ohlc_sql import JobSql, timeframe_seconds
 from ticklake.schemas.topics import ALERTS, CANDLES, FEED_HEARTBEATS
@@ -179,7 +178,7 @@ class CepSettings(BaseSettings):
     def resolved_checkpoint_dir(self) -> str:
         if self.checkpoint_dir:
             return self.checkpoint_dir
-        return (state_home() / "data" / "checkpoints" / JOB_NAME).resolve().as_uri()
+        return default_checkpoint_dir(JOB_NAME)
 
     def table_config(self) -> dict[str, str]:
         restore = {"execution.savepoint.path": self.from_checkpoint} if self.from_checkpoint else {}
@@ -298,11 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(mask_secrets(plan(settings, conn).script(), conn))
         return
     _, statements = build(settings, conn)
-    result = statements.execute()
-    client = result.get_job_client()
-    job_id = str(client.get_job_id()) if client is not None else None
-    print(f"submitted job {job_id} ({JOB_NAME})", flush=True)
-    wait_unless_detached(result)
+    execute_and_wait(statements, JOB_NAME)
 
 
 if __name__ == "__main__":

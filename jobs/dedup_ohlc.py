@@ -38,9 +38,8 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ticklake.catalog.connection import flink_catalog_ddl, mask_secrets
-from ticklake.home import state_home
 from ticklake.jobs import flink_conf
-from ticklake.jobs.execution import statement_set, wait_unless_detached
+from ticklake.jobs.execution import default_checkpoint_dir, execute_and_wait, statement_set
 from ticklake.jobs.flink_conf import CHANNEL_BUFFERS, NETWORK_MEMORY, network_config
 from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.ohlc_sql import JobSql, SqlOptions, job_sql, timeframe_seconds
@@ -292,7 +291,7 @@ class DedupOhlcSettings(BaseSettings):
     def resolved_checkpoint_dir(self) -> str:
         if self.checkpoint_dir:
             return self.checkpoint_dir
-        return (state_home() / "data" / "checkpoints" / JOB_NAME).resolve().as_uri()
+        return default_checkpoint_dir(JOB_NAME)
 
     def state_backend_config(self) -> dict[str, str]:
         """The changelog state backend's options (empty when it is off)."""
@@ -575,11 +574,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(mask_secrets(plan(settings, conn).script(), conn))
         return
     _, statements = build(settings, conn)
-    result = statements.execute()
-    client = result.get_job_client()
-    job_id = str(client.get_job_id()) if client is not None else None
-    print(f"submitted job {job_id} ({JOB_NAME})", flush=True)
-    wait_unless_detached(result)
+    execute_and_wait(statements, JOB_NAME)
 
 
 if __name__ == "__main__":

@@ -43,3 +43,22 @@ def statement_set(t_env: TableEnvironment, sql: JobSql) -> StatementSet:
     for insert in sql.inserts:
         statements.add_insert_sql(insert)
     return statements
+
+
+def execute_and_wait(statements: StatementSet, description: str) -> str | None:
+    """Submit ``statements`` as one job, print ``submitted job <id> (<description>)`` (the
+    line ``ticklake jobs`` and the tests read the job id from), and wait for it unless
+    detached. Returns the job id (``None`` if the environment gives no job client)."""
+    result = statements.execute()
+    client = result.get_job_client()
+    job_id = str(client.get_job_id()) if client is not None else None
+    print(f"submitted job {job_id} ({description})", flush=True)
+    wait_unless_detached(result)
+    return job_id
+
+
+def default_checkpoint_dir(job_name: str) -> str:
+    """``file://`` URI of a job's checkpoints under the state home (when none is given)."""
+    from ticklake.home import state_home
+
+    return (state_home() / "data" / "checkpoints" / job_name).resolve().as_uri()

@@ -22,8 +22,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ticklake.catalog.connection import flink_catalog_ddl
-from ticklake.home import state_home
-from ticklake.jobs.execution import wait_unless_detached
+from ticklake.jobs.execution import default_checkpoint_dir, wait_unless_detached
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
 from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.ohlc_sql import ICEBERG_CANDLE_COLUMNS
@@ -57,7 +56,7 @@ class HistoryCandlesSettings(BaseSettings):
     def resolved_checkpoint_dir(self) -> str:
         if self.checkpoint_dir:
             return self.checkpoint_dir
-        return (state_home() / "data" / "checkpoints" / JOB_NAME).resolve().as_uri()
+        return default_checkpoint_dir(JOB_NAME)
 
     def table_config(self) -> dict[str, str]:
         return {

@@ -38,10 +38,9 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ticklake.catalog.connection import flink_catalog_ddl
-from ticklake.home import state_home
 from ticklake.jobs import flink_conf
 from ticklake.jobs.dedup_ohlc import Duration, _ms
-from ticklake.jobs.execution import wait_unless_detached
+from ticklake.jobs.execution import default_checkpoint_dir, execute_and_wait
 from ticklake.jobs.flink_conf import CHANNEL_BUFFERS, NETWORK_MEMORY, network_config
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
 from ticklake.jobs.gateway_output import drain_gateway_stderr
@@ -197,7 +196,7 @@ class RiskSettings(BaseSettings):
     def resolved_checkpoint_dir(self) -> str:
         if self.checkpoint_dir:
             return self.checkpoint_dir
-        return (state_home() / "data" / "checkpoints" / JOB_NAME).resolve().as_uri()
+        return default_checkpoint_dir(JOB_NAME)
 
     def flink_config(self) -> dict[str, str]:
         return {
@@ -566,11 +565,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = RiskSettings(**_overrides(parser().parse_args(argv)))
     _, statements = build(settings)
-    result = statements.execute()
-    client = result.get_job_client()
-    job_id = str(client.get_job_id()) if client is not None else None
-    print(f"submitted job {job_id} ({JOB_NAME})", flush=True)
-    wait_unless_detached(result)
+    execute_and_wait(statements, JOB_NAME)
 
 
 if __name__ == "__main__":

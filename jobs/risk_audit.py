@@ -39,9 +39,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ticklake.catalog.connection import flink_catalog_ddl, mask_secrets
 from ticklake.catalog.tables import RISK_NAMESPACE
 from ticklake.errors import JobError
-from ticklake.home import state_home
 from ticklake.jobs.dedup_ohlc import Duration, _ms
-from ticklake.jobs.execution import statement_set, wait_unless_detached
+from ticklake.jobs.execution import default_checkpoint_dir, execute_and_wait, statement_set
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
 from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.jobs.ohlc_sql import JobSql
@@ -106,7 +105,7 @@ class RiskAuditSettings(BaseSettings):
     def resolved_checkpoint_dir(self) -> str:
         if self.checkpoint_dir:
             return self.checkpoint_dir
-        return (state_home() / "data" / "checkpoints" / JOB_NAME).resolve().as_uri()
+        return default_checkpoint_dir(JOB_NAME)
 
     def table_config(self) -> dict[str, str]:
         restore = {"execution.savepoint.path": self.from_checkpoint} if self.from_checkpoint else {}
@@ -284,11 +283,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except JobError as exc:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
-    result = statements.execute()
-    client = result.get_job_client()
-    job_id = str(client.get_job_id()) if client is not None else None
-    print(f"submitted job {job_id} ({JOB_NAME})", flush=True)
-    wait_unless_detached(result)
+    execute_and_wait(statements, JOB_NAME)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from ticklake.catalog.connection import flink_catalog_ddl
 from ticklake.errors import JobError
-from ticklake.jobs.execution import wait_unless_detached
+from ticklake.jobs.execution import execute_and_wait
 from ticklake.jobs.functions import function_ddl
 from ticklake.jobs.gateway_output import drain_gateway_stderr
 from ticklake.settings import Connections
@@ -179,12 +179,7 @@ def run(t_env: TableEnvironment, inserts: Sequence[str]) -> str | None:
     statements = t_env.create_statement_set()
     for sql in inserts:
         statements.add_insert_sql(sql)
-    result = statements.execute()
-    client = result.get_job_client()
-    job_id = str(client.get_job_id()) if client is not None else None
-    print(f"submitted job {job_id} with {len(inserts)} INSERT(s)", flush=True)
-    wait_unless_detached(result)
-    return job_id
+    return execute_and_wait(statements, f"{len(inserts)} INSERT(s)")
 
 
 def _variable(text: str) -> tuple[str, str]:
