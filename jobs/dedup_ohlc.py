@@ -430,8 +430,9 @@ def ensure_live_topics(settings: DedupOhlcSettings, bootstrap_servers: str) -> N
 #: Given to the embedded MiniCluster's JVM before ``embedded_jvm_options``: the heap starts
 #: at an eighth of the machine's memory (the JVM's default is a sixty-fourth; its maximum
 #: stays a quarter) with every page of it touched at start, so the heap never grows while
-#: the job runs. At 10,000 trades/s a growing heap (1.4 to 2.0 GB committed within a
-#: second) came with the slow first measured minute of two of four freshness invocations;
+#: the job runs. At 10,000 trades/s a growing heap (1.4 to 2.0 GB committed, over a G1
+#: mark cycle of about 1.5 s) came with the slow first measured minute of two of four
+#: freshness invocations;
 #: with these, none of four had one (docs/stream-jobs.md section 8, bench/README.md,
 #: session 25). They cost the JVM's start 1-3 s and commit the memory at once.
 #: ``-XX:-AlwaysPreTouch`` or an ``-Xms`` in ``embedded_jvm_options`` undo them.
