@@ -101,7 +101,7 @@ class RiskSettings(BaseSettings):
     #: none, the ``risk_audit`` job writes the audit trail from the exactly-once topics in
     #: a JVM of its own. In this job the Iceberg writers' bursts at every checkpoint stalled
     #: the decisions for about a second (session 26, 1,000 proposals/s on 2 cores: decision
-    #: p99 504-522 ms, against 29-91 ms in 7 of 8 runs with the audit job beside it;
+    #: p99 504-522 ms, against 29-91 ms in 11 of 12 runs with the audit job beside it;
     #: ``docs/risk.md``, section 8).
     namespace: str = ""
     #: With ``namespace``: how the audit rows reach the Iceberg writers: ``hash`` (by table
