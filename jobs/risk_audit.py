@@ -39,6 +39,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ticklake.catalog.connection import flink_catalog_ddl, mask_secrets
 from ticklake.catalog.tables import RISK_NAMESPACE
 from ticklake.errors import JobError
+from ticklake.jobs import flink_conf
 from ticklake.jobs.dedup_ohlc import Duration, _ms
 from ticklake.jobs.execution import default_checkpoint_dir, execute_and_wait, statement_set
 from ticklake.jobs.functions import function_ddl, micros_to_ltz_sql
@@ -229,8 +230,6 @@ def _require_tables(t_env: TableEnvironment, catalog: str, namespace: str) -> No
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from ticklake.jobs import flink_conf
-
     return flink_conf.given_arguments(args, "print_sql")
 
 
@@ -259,16 +258,10 @@ def parser() -> argparse.ArgumentParser:
     add("--nice", type=int,
         help="embedded MiniCluster: nice value of the job's process and JVM"
         " (default 10)")  # fmt: skip
-    add("--flink-conf", action="append", type=_key_value, metavar="KEY=VALUE",
+    add("--flink-conf", action="append", type=flink_conf.key_value, metavar="KEY=VALUE",
         help="more Flink configuration, repeatable")  # fmt: skip
     add("--print-sql", action="store_true", help="print the job's SQL and exit")
     return p
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    from ticklake.jobs.flink_conf import key_value
-
-    return key_value(text)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
